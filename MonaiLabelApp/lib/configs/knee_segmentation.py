@@ -1,0 +1,38 @@
+"""``--conf`` options of the KneeAI app (documented in README.md) and the model configuration they make."""
+
+from __future__ import annotations
+
+from lib.networks import KneeModelConfig
+
+# name -> (KneeModelConfig field or None, help). Values arrive as strings from the command line.
+CONF_OPTIONS = {
+    "model_dir": (None, "Folder of model versions (default: MonaiLabelApp/model/knee_segmentation)"),
+    "coarse_spacing": ("coarse_spacing", "mm, 'x,y,z': the whole-volume pass that finds the joint (1.5,1.5,1.5)"),
+    "fine_spacing": ("fine_spacing", "mm, 'x,y,z': the joint crop's pass, fine enough for cartilage (0.6,0.6,0.6)"),
+    "coarse_filters": ("coarse_filters", "first-layer channels of the coarse SegResNet (8)"),
+    "fine_filters": ("fine_filters", "first-layer channels of the fine SegResNet (16)"),
+    "max_roi_mm": ("max_roi_mm", "largest joint crop per axis, mm (120)"),
+    "coarse_patch": ("coarse_patch", "training crop of the coarse network, voxels 'z,y,x' (96,96,96)"),
+    "fine_patch": ("fine_patch", "training crop of the fine network, voxels 'z,y,x' (96,96,96)"),
+}
+
+
+def _parse(value: str, like):
+    if isinstance(like, tuple):
+        parts = [p for p in str(value).replace(" ", "").split(",") if p]
+        if len(parts) != 3:
+            raise ValueError(f"expected three comma-separated numbers, got {value!r}")
+        return tuple(type(like[0])(float(p)) if isinstance(like[0], int) else float(p) for p in parts)
+    return type(like)(float(value)) if isinstance(like, int) else type(like)(value)
+
+
+def model_config_from_conf(conf: dict) -> KneeModelConfig:
+    defaults = KneeModelConfig()
+    values = {}
+    for name, (field_name, _) in CONF_OPTIONS.items():
+        if field_name and name in conf:
+            try:
+                values[field_name] = _parse(conf[name], getattr(defaults, field_name))
+            except ValueError as e:
+                raise ValueError(f"--conf {name}: {e}") from e
+    return KneeModelConfig(**values)

@@ -1,0 +1,129 @@
+"""A local datastore that checks what it is given before it stores anything.
+
+MONAI Label's LocalDatastore copies whatever arrives. Here an upload is read and checked first (a 3D
+volume; a label with its image's exact geometry and only schema values; ids without path tricks),
+rejected with a 4xx answer that says why, and only then written, to a temporary file renamed into
+place: a bad or interrupted upload never damages what the datastore already holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from fastapi import HTTPException
+from filelock import FileLock
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
+
+from lib.transforms.image_io import InputError, read_volume, same_geometry, volume_suffix, write_atomically
+
+logger = logging.getLogger(__name__)
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+LABEL_SUFFIX = ".nii.gz"
+
+
+class RejectedInput(HTTPException):
+    """An upload or id the server will not use; becomes the HTTP answer (4xx) with the reason."""
+
+    def __init__(self, detail: str, status_code: int = 422):
+        super().__init__(status_code=status_code, detail=detail)
+
+
+def check_id(value: str, what: str = "image id") -> str:
+    if not isinstance(value, str) or not SAFE_ID.match(value) or ".." in value:
+        raise RejectedInput(
+            f"Invalid {what} {value!r}: use letters, digits, '.', '_' and '-' only (no paths)", status_code=400
+        )
+    return value
+
+
+class KneeDatastore(LocalDatastore):
+    def __init__(self, datastore_path: str, schema, **kwargs):
+        self.schema = schema
+        super().__init__(datastore_path, **kwargs)
+
+    # -- images --------------------------------------------------------------------------------
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        suffix = volume_suffix(image_filename)
+        if not suffix:
+            raise RejectedInput(f"Unsupported image file type: {Path(image_filename).name}; send NIfTI or NRRD", 415)
+        image_id = check_id(image_id or Path(image_filename).name[: -len(suffix)])
+        try:
+            image = read_volume(image_filename)
+        except InputError as e:
+            raise RejectedInput(str(e)) from e
+        if image_id in self._datastore.objects:
+            raise RejectedInput(f"Image {image_id!r} already exists; remove it first or use another id", 409)
+        name = self._filename(image_id, suffix)
+        dest = Path(self._datastore.image_path()) / name
+        with FileLock(self._lock_file):
+            write_atomically(image, dest)
+            info = dict(image_info or {})
+            info.update({"ts": int(time.time()), "name": name})
+            self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=suffix))
+            self._update_datastore_file(lock=False)
+        logger.info(f"Added image {image_id} {image.GetSize()}")
+        return image_id
+
+    # -- labels --------------------------------------------------------------------------------
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        check_id(image_id)
+        check_id(label_tag, "label tag")
+        obj = self._datastore.objects.get(image_id)
+        if not obj:
+            raise RejectedInput(f"Image {image_id!r} not found", 404)
+        label = self.checked_label(image_id, label_filename)
+        label_dir = Path(self._datastore.label_path(label_tag))
+        name = self._filename(image_id, LABEL_SUFFIX)
+        with FileLock(self._lock_file):
+            write_atomically(label, label_dir / name)
+            info = dict(label_info or {})
+            info.update({"ts": int(time.time()), "name": name})
+            obj.labels[label_tag] = DataModel(info=info, ext=LABEL_SUFFIX)
+            self._update_datastore_file(lock=False)
+        logger.info(f"Saved label {label_tag}/{name}")
+        return image_id
+
+    def checked_label(self, image_id: str, label_filename: str) -> sitk.Image:
+        """The label as uint8 in its image's geometry, or a RejectedInput saying what is wrong."""
+        try:
+            label = read_volume(label_filename)
+        except InputError as e:
+            raise RejectedInput(f"Label for {image_id}: {e}") from e
+        image_path = self.get_image_uri(image_id)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(image_path)
+        reader.ReadImageInformation()
+        reference = sitk.Image([int(s) for s in reader.GetSize()], sitk.sitkUInt8)
+        reference.SetSpacing(reader.GetSpacing())
+        reference.SetOrigin(reader.GetOrigin())
+        reference.SetDirection(reader.GetDirection())
+        if not same_geometry(label, reference):
+            raise RejectedInput(
+                f"Label for {image_id} does not match its image: label size {label.GetSize()} spacing "
+                f"{_round(label.GetSpacing())} origin {_round(label.GetOrigin())}; image size {reference.GetSize()} "
+                f"spacing {_round(reference.GetSpacing())} origin {_round(reference.GetOrigin())}"
+            )
+        values = sitk.GetArrayViewFromImage(label)
+        if np.issubdtype(values.dtype, np.floating) and not np.array_equal(values, np.round(values)):
+            raise RejectedInput(f"Label for {image_id} has non-integer values; send a label map")
+        unknown = sorted(int(v) for v in np.unique(values) if int(v) not in self.schema.allowed_values())
+        if unknown:
+            raise RejectedInput(
+                f"Label for {image_id} has values the knee schema does not know: {unknown}; "
+                f"known: {sorted(self.schema.allowed_values())}"
+            )
+        clean = sitk.GetImageFromArray(values.astype(np.uint8))
+        clean.CopyInformation(reference)  # exactly the image's geometry, no header carried over
+        return clean
+
+
+def _round(values) -> list[float]:
+    return [round(float(v), 4) for v in values]
+

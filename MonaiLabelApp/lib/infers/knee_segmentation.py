@@ -1,0 +1,92 @@
+"""MONAI Label infer task ``knee_segmentation``: all knee structures, in the input's own geometry."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from typing import Any
+
+import SimpleITK as sitk
+import torch
+from fastapi import HTTPException
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+
+from lib.model_store import ModelStore
+from lib.networks import KneeModelConfig, KneeNetworks
+from lib.segmenter import KneeSegmenter
+from lib.transforms.image_io import InputError, read_volume, write_atomically
+
+logger = logging.getLogger(__name__)
+
+UNTRAINED = "untrained"
+RESULT_SUFFIXES = (".nii.gz", ".nrrd")
+
+
+def pick_device(requested: str | None) -> torch.device:
+    """The GPU when there is one (unless the request asks for the CPU), the CPU otherwise."""
+    if requested and str(requested).startswith("cpu"):
+        return torch.device("cpu")
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+class KneeSegmentation(InferTask):
+    def __init__(self, store: ModelStore, schema, config: KneeModelConfig, description: str):
+        super().__init__(
+            type=InferType.SEGMENTATION,
+            labels=schema.labels_for_monailabel,
+            dimension=3,
+            description=description,
+            config={"echo": 1, "result_extension": ".nii.gz"},
+        )
+        self.store = store
+        self.schema = schema
+        self.default_config = config
+        self._loaded: tuple[str, str, KneeSegmenter] | None = None  # (version, device, segmenter)
+        self._lock = threading.Lock()
+
+    def is_valid(self) -> bool:
+        return True  # an untrained model still runs (and says so), so a lab can start labelling at once
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        promoted = self.store.promoted()
+        info["model_version"] = promoted["version"] if promoted else UNTRAINED
+        return info
+
+    def segmenter(self, device: torch.device) -> tuple[str, KneeSegmenter]:
+        """The segmenter of the promoted model version, reloaded when a new version is promoted."""
+        with self._lock:
+            promoted = self.store.promoted()
+            version = promoted["version"] if promoted else UNTRAINED
+            if self._loaded and self._loaded[:2] == (version, str(device)):
+                return version, self._loaded[2]
+            loaded = self.store.load_promoted() if promoted else None
+            networks = KneeNetworks.from_state(loaded[1]) if loaded else KneeNetworks.create(self.default_config)
+            if not loaded:
+                logger.warning("No trained knee model yet: running an untrained network (train one first)")
+            segmenter = KneeSegmenter(networks, self.schema, device)
+            self._loaded = (version, str(device), segmenter)
+            return version, segmenter
+
+    def __call__(self, request) -> tuple[str, dict]:
+        extension = request.get("result_extension", ".nii.gz")
+        if extension not in RESULT_SUFFIXES:
+            raise HTTPException(400, f"result_extension must be one of {RESULT_SUFFIXES}, not {extension!r}")
+        try:
+            image = read_volume(request["image"], echo=int(request.get("echo", 1)))
+        except InputError as e:
+            raise HTTPException(status_code=422, detail=str(e)) from e
+        device = pick_device(request.get("device"))
+        version, segmenter = self.segmenter(device)
+        result = segmenter.segment(image)
+        out = tempfile.NamedTemporaryFile(suffix=extension, delete=False).name
+        write_atomically(sitk.Cast(result.labels, sitk.sitkUInt8), out)
+        params = {
+            "model_version": version,
+            "device": str(device),
+            "label_names": self.schema.labels_for_monailabel,
+            "joint_box_mm": {"lower": list(result.joint_box.lower), "upper": list(result.joint_box.upper)},
+            "latencies": {k: round(v, 3) for k, v in result.timings.items()},
+        }
+        return out, params

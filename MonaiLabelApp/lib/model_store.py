@@ -1,0 +1,107 @@
+"""Model versions on disk: every training run writes a new version, the best one is promoted.
+
+Layout under ``root`` (one folder per model name):
+    versions/v0001/model.pt         weights + the configuration they were trained with
+    versions/v0001/metrics.json     per-structure validation Dice, epochs, data, times
+    promoted.json                   {"version": "v0001", "mean_dice": ...}: what inference uses
+Every file is written to a temporary name and renamed, so a stopped or crashed run never leaves a
+half-written model, and the promoted version stays the last good one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
+
+
+def _write_atomically(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    _write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2), encoding="utf-8"))
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+class ModelStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.versions_dir = self.root / "versions"
+        self._lock = threading.Lock()
+
+    # -- versions ------------------------------------------------------------------------------
+    def versions(self) -> list[str]:
+        if not self.versions_dir.is_dir():
+            return []
+        found = [p.name for p in self.versions_dir.iterdir() if VERSION_PATTERN.match(p.name) and (p / "model.pt").is_file()]
+        return sorted(found, key=lambda v: int(v[1:]))
+
+    def new_version(self) -> str:
+        """Reserves the next version name (the folder is created, so two runs never share one)."""
+        with self._lock:
+            self.versions_dir.mkdir(parents=True, exist_ok=True)
+            taken = [int(m.group(1)) for p in self.versions_dir.iterdir() if (m := VERSION_PATTERN.match(p.name))]
+            number = max(taken, default=0) + 1
+            while True:
+                name = f"v{number:04d}"
+                try:
+                    (self.versions_dir / name).mkdir()
+                    return name
+                except FileExistsError:
+                    number += 1
+
+    def save(self, version: str, state: dict, metrics: dict) -> None:
+        folder = self.versions_dir / version
+        _write_atomically(folder / "model.pt", lambda tmp: torch.save(state, tmp))
+        write_json_atomically(folder / "metrics.json", metrics)
+
+    def metrics(self, version: str) -> dict | None:
+        return read_json(self.versions_dir / version / "metrics.json")
+
+    def model_path(self, version: str) -> Path:
+        return self.versions_dir / version / "model.pt"
+
+    # -- promotion -----------------------------------------------------------------------------
+    def promoted(self) -> dict | None:
+        info = read_json(self.root / "promoted.json")
+        if info and self.model_path(info.get("version", "")).is_file():
+            return info
+        return None
+
+    def promote_if_better(self, version: str, mean_dice: float) -> bool:
+        """Promotes ``version`` when its validation Dice beats the promoted one (or none is promoted)."""
+        current = self.promoted()
+        if current is not None and float(current.get("mean_dice", -1.0)) > mean_dice:
+            return False
+        write_json_atomically(self.root / "promoted.json", {"version": version, "mean_dice": mean_dice})
+        return True
+
+    def load_promoted(self, map_location: str | torch.device = "cpu") -> tuple[str, dict] | None:
+        info = self.promoted()
+        if info is None:
+            return None
+        state = torch.load(self.model_path(info["version"]), map_location=map_location, weights_only=True)  # a model file is data, never code
+        return info["version"], state

@@ -1,0 +1,151 @@
+"""Coarse-to-fine knee segmentation of one MRI volume, returned on the volume's own grid.
+
+1. coarse: the whole volume at a coarse spacing -> a rough label map -> the joint's world box;
+2. fine: the joint box at a fine spacing -> class probabilities;
+3. back: probabilities resampled (linearly) onto the original voxels inside the box, coarse labels
+   (nearest) outside it, then anatomical clean-up. The result has the input's exact geometry.
+Used by the inference task and by training's validation, so both measure the same thing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.inferers import sliding_window_inference
+
+from lib.networks import SIZE_MULTIPLE, KneeNetworks
+from lib.transforms.postprocess import anatomical_cleanup
+from lib.transforms.working_grid import (
+    Box,
+    Grid,
+    grid_for_box,
+    index_region,
+    normalize_intensity,
+    resample,
+    sub_grid,
+    box_of_mask,
+    world_box,
+)
+
+# Structures that mark the joint: cartilages and menisci (values 5..10 in the schema).
+JOINT_KINDS = ("cartilage", "meniscus")
+
+
+@dataclass
+class SegmentationResult:
+    labels: sitk.Image
+    joint_box: Box
+    timings: dict = field(default_factory=dict)
+
+
+def to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array))[None, None].to(device)
+
+
+def predict_logits(network: torch.nn.Module, image: np.ndarray, patch: tuple[int, int, int],
+                   single_pass_voxels: int, device: torch.device) -> torch.Tensor:
+    """Logits (C, z, y, x) for a normalised volume; one pass when it fits, else sliding windows."""
+    whole = tuple(int(np.ceil(s / SIZE_MULTIPLE) * SIZE_MULTIPLE) for s in image.shape)
+    roi = whole if int(np.prod(whole)) <= single_pass_voxels else patch
+    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
+        logits = sliding_window_inference(
+            to_tensor(image, device), roi_size=roi, sw_batch_size=1, predictor=network, overlap=0.25,
+            mode="gaussian",
+        )
+    return logits[0].float()
+
+
+class KneeSegmenter:
+    def __init__(self, networks: KneeNetworks, schema, device: torch.device):
+        self.networks = networks.eval().to(device)
+        self.config = networks.config
+        self.schema = schema
+        self.device = device
+        self.joint_values = [s.value for s in schema.structures if s.kind in JOINT_KINDS]
+
+    # -- stages ----------------------------------------------------------------------------------
+    def coarse(self, image: sitk.Image) -> tuple[sitk.Image, np.ndarray]:
+        """The coarse label map on a coarse world-aligned grid covering the whole image."""
+        grid = grid_for_box(world_box(image), self.config.coarse_spacing)
+        coarse_image = resample(image, grid, sitk.sitkLinear, pixel_type=sitk.sitkFloat32)
+        array = normalize_intensity(sitk.GetArrayViewFromImage(coarse_image))
+        logits = predict_logits(self.networks.coarse, array, self.config.coarse_patch,
+                                self.config.single_pass_voxels, self.device)
+        labels = logits.argmax(0).to(torch.uint8).cpu().numpy()
+        return coarse_image, labels
+
+    def coarse_tta_probabilities(self, image: sitk.Image) -> np.ndarray:
+        """Coarse class probabilities averaged over test-time variants (left-right flip, gamma):
+        where the variants disagree or stay unsure, the model is uncertain."""
+        grid = grid_for_box(world_box(image), self.config.coarse_spacing)
+        coarse_image = resample(image, grid, sitk.sitkLinear, pixel_type=sitk.sitkFloat32)
+        array = normalize_intensity(sitk.GetArrayViewFromImage(coarse_image))
+        variants = [(array, False), (array[:, :, ::-1], True),
+                    (np.sign(array) * np.abs(array) ** 0.8, False), (np.sign(array) * np.abs(array) ** 1.25, False)]
+        total = None
+        for variant, flipped in variants:
+            logits = predict_logits(self.networks.coarse, np.ascontiguousarray(variant, dtype=np.float32),
+                                    self.config.coarse_patch, self.config.single_pass_voxels, self.device)
+            probs = torch.softmax(logits, dim=0).cpu().numpy()
+            probs = probs[:, :, :, ::-1] if flipped else probs
+            total = probs if total is None else total + probs
+        return total / len(variants)
+
+    def joint_box(self, image: sitk.Image, coarse_image: sitk.Image, coarse_labels: np.ndarray) -> Box:
+        """Where to look closely: the joint structures, else all structures, else the image centre."""
+        box = box_of_mask(np.isin(coarse_labels, self.joint_values), coarse_image)
+        if box is None:
+            box = box_of_mask(coarse_labels > 0, coarse_image)
+        whole = world_box(image)
+        if box is None:
+            box = whole
+        return box.grown(self.config.roi_margin_mm).clamped(self.config.max_roi_mm).intersect(whole)
+
+    def fine_probabilities(self, image: sitk.Image, box: Box) -> sitk.Image:
+        """Class probabilities on a fine world-aligned grid over ``box``, as a vector image."""
+        grid = grid_for_box(box, self.config.fine_spacing)
+        fine_image = resample(image, grid, sitk.sitkLinear, pixel_type=sitk.sitkFloat32)
+        array = normalize_intensity(sitk.GetArrayViewFromImage(fine_image))
+        logits = predict_logits(self.networks.fine, array, self.config.fine_patch,
+                                self.config.single_pass_voxels, self.device)
+        probs = torch.softmax(logits, dim=0).cpu().numpy()  # (C, z, y, x)
+        vector = sitk.GetImageFromArray(np.moveaxis(probs, 0, -1), isVector=True)
+        return grid.apply_to(vector)
+
+    # -- whole pipeline --------------------------------------------------------------------------
+    def segment(self, image: sitk.Image) -> SegmentationResult:
+        timings = {}
+        t0 = time.perf_counter()
+        coarse_image, coarse_labels = self.coarse(image)
+        timings["coarse_s"] = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        box = self.joint_box(image, coarse_image, coarse_labels)
+        probs = self.fine_probabilities(image, box)
+        timings["fine_s"] = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        # Outside the joint box: the coarse labels of bones only, nearest-neighbour onto the original grid.
+        bones_only = np.where(np.isin(coarse_labels, self.joint_values), 0, coarse_labels).astype(np.uint8)
+        coarse_label_image = sitk.GetImageFromArray(bones_only)
+        coarse_label_image.CopyInformation(coarse_image)
+        labels = sitk.GetArrayFromImage(
+            resample(coarse_label_image, Grid.of(image), sitk.sitkNearestNeighbor, pixel_type=sitk.sitkUInt8)
+        )
+        # Inside it: fine probabilities, linearly onto the original voxels, then argmax.
+        start, size = index_region(image, box)
+        fine_on_original = resample(probs, sub_grid(image, start, size), sitk.sitkLinear)
+        fine_labels = np.argmax(sitk.GetArrayViewFromImage(fine_on_original), axis=-1).astype(np.uint8)
+        (x0, y0, z0), (sx, sy, sz) = start, size
+        labels[z0:z0 + sz, y0:y0 + sy, x0:x0 + sx] = fine_labels
+        anatomical_cleanup(labels, self.schema)
+        result = sitk.GetImageFromArray(labels)
+        result.CopyInformation(image)
+        timings["resample_postprocess_s"] = time.perf_counter() - t2
+        timings["total_s"] = time.perf_counter() - t0
+        return SegmentationResult(result, box, timings)
+

@@ -1,0 +1,189 @@
+"""MONAI Label train task for the coarse-to-fine knee model.
+
+Each run: fixed split -> cache working grids -> train both networks on random crops (mixed precision
+on a GPU) -> validate the whole inference pipeline on held-out cases -> write a new model version
+with per-structure Dice, and promote it when it beats the promoted one. Progress goes to the log
+(which MONAI Label's /train status shows) and to train_stats.json (which /info shows).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.train import TrainTask
+
+from lib.evaluation.dice import structure_dice
+from lib.infers.knee_segmentation import pick_device
+from lib.losses import UnionAwareDiceCELoss
+from lib.model_store import ModelStore, read_json, write_json_atomically
+from lib.networks import KneeModelConfig, KneeNetworks
+from lib.segmenter import JOINT_KINDS, KneeSegmenter
+from lib.trainers.training_data import augment, fixed_split, load_pair, prepare_case, random_crop
+
+import SimpleITK as sitk
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "max_epochs": 50,
+    "iterations_per_epoch": 0,  # 0: one pass over the training cases, at least 8 iterations
+    "learning_rate": 2e-3,
+    "val_interval": 1,
+    "seed": 0,
+    "init": "promoted",  # or "scratch"
+}
+
+
+class KneeSegmentationTrainer(TrainTask):
+    def __init__(self, store: ModelStore, schema, config: KneeModelConfig, description: str):
+        super().__init__(description)
+        self.store = store
+        self.schema = schema
+        self.default_config = config
+        self.joint_values = [s.value for s in schema.structures if s.kind in JOINT_KINDS]
+
+    def config(self) -> dict[str, Any]:
+        return dict(DEFAULTS)
+
+    def stats(self) -> dict[str, Any]:
+        stats = read_json(self.store.root / "train_stats.json") or {}
+        promoted = self.store.promoted()
+        stats["promoted_version"] = promoted["version"] if promoted else None
+        stats["versions"] = {v: (self.store.metrics(v) or {}).get("mean_dice") for v in self.store.versions()}
+        return stats
+
+    def _report(self, **stats) -> None:
+        write_json_atomically(self.store.root / "train_stats.json", stats)
+
+    def __call__(self, request, datastore: Datastore) -> dict[str, Any]:
+        options = {**DEFAULTS, **{k: v for k, v in request.items() if k in DEFAULTS}}
+        seed = int(options["seed"])
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        device = pick_device(request.get("device"))
+
+        datalist = [d for d in datastore.datalist() if d.get("label")]
+        if not datalist:
+            raise ValueError("No labelled images in the datastore: submit at least one label before training")
+        train_items, val_items = fixed_split(datalist, self.store.root / "split.json")
+        if not train_items:
+            train_items = val_items
+        networks = self._initial_networks(options["init"])
+        config = networks.config
+        networks.to(device)
+        version = self.store.new_version()
+        started = time.time()
+        logger.info(f"Training {version} on {device}: {len(train_items)} train / {len(val_items)} validation cases")
+
+        cases = [prepare_case(item, config, self.joint_values) for item in train_items]
+        loss_fn = UnionAwareDiceCELoss(config.num_classes, self.schema.group_members())
+        params = list(networks.coarse.parameters()) + list(networks.fine.parameters())
+        optimizer = torch.optim.AdamW(params, lr=float(options["learning_rate"]), weight_decay=1e-5)
+        max_epochs = int(options["max_epochs"])
+        iterations = int(options["iterations_per_epoch"]) or max(8, len(cases))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs * iterations)
+        use_amp = device.type == "cuda"
+        scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+
+        best: dict[str, Any] = {"mean_dice": -1.0}
+        history = []
+        for epoch in range(1, max_epochs + 1):
+            networks.coarse.train()
+            networks.fine.train()
+            losses = []
+            for _ in range(iterations):
+                case = cases[int(rng.integers(len(cases)))]
+                loss = 0.0
+                for net, image, labels, patch in (
+                    (networks.coarse, case.coarse_image, case.coarse_labels, config.coarse_patch),
+                    (networks.fine, case.fine_image, case.fine_labels, config.fine_patch),
+                ):
+                    x, y = augment(*random_crop(image, labels, patch, rng), rng)
+                    x = torch.from_numpy(x)[None, None].to(device)
+                    y = torch.from_numpy(y.astype(np.int64))[None].to(device)
+                    with torch.autocast(device.type, enabled=use_amp):
+                        logits = net(x)
+                    loss = loss + loss_fn(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                losses.append(float(loss.detach()))
+            record = {"epoch": epoch, "loss": float(np.mean(losses))}
+            if epoch % int(options["val_interval"]) == 0 or epoch == max_epochs:
+                dice = self.validate(networks, val_items or train_items, device)
+                record.update(dice)
+                if dice["mean_dice"] > best["mean_dice"]:
+                    best = {"epoch": epoch, **dice}
+                    self._save(version, networks, best, options, train_items, val_items, started, history + [record])
+                networks.to(device)
+            history.append(record)
+            logger.info(
+                f"{version} epoch {epoch}/{max_epochs} loss {record['loss']:.4f}"
+                + (f" val mean Dice {record['mean_dice']:.4f} {record['dice']}" if "dice" in record else "")
+            )
+            self._report(version=version, status="running", epoch=epoch, max_epochs=max_epochs,
+                         loss=record["loss"], val_dice=record.get("dice"), mean_dice=record.get("mean_dice"),
+                         best_mean_dice=best["mean_dice"], device=str(device), start_ts=started)
+
+        promoted = self.store.promote_if_better(version, best["mean_dice"])
+        summary = {
+            "version": version,
+            "status": "done",
+            "promoted": promoted,
+            "best_epoch": best.get("epoch"),
+            "mean_dice": best["mean_dice"],
+            "val_dice": best.get("dice"),
+            "epochs": max_epochs,
+            "device": str(device),
+            "seconds": round(time.time() - started, 1),
+        }
+        self._report(**summary, start_ts=started, max_epochs=max_epochs, epoch=max_epochs)
+        logger.info(f"Training finished: {summary}")
+        return summary
+
+    def _initial_networks(self, init: str) -> KneeNetworks:
+        if init == "promoted":
+            loaded = self.store.load_promoted()
+            if loaded:
+                logger.info(f"Fine-tuning from promoted version {loaded[0]}")
+                return KneeNetworks.from_state(loaded[1])
+        return KneeNetworks.create(self.default_config)
+
+    def validate(self, networks: KneeNetworks, items: list[dict], device: torch.device) -> dict[str, Any]:
+        """Per-structure Dice of the full inference pipeline, on the original image grids."""
+        segmenter = KneeSegmenter(networks, self.schema, device)
+        per_structure: dict[str, list[float]] = {}
+        for item in items:
+            image, labels = load_pair(item)
+            prediction = sitk.GetArrayViewFromImage(segmenter.segment(image).labels)
+            for key, value in structure_dice(prediction, sitk.GetArrayViewFromImage(labels), self.schema).items():
+                per_structure.setdefault(key, []).append(value)
+        dice = {k: round(float(np.mean(v)), 4) for k, v in per_structure.items()}
+        return {"dice": dice, "mean_dice": float(np.mean(list(dice.values()))) if dice else 0.0}
+
+    def _save(self, version, networks, best, options, train_items, val_items, started, history) -> None:
+        state = {k: v for k, v in networks.state().items()}
+        state["coarse"] = {k: t.detach().cpu() for k, t in state["coarse"].items()}
+        state["fine"] = {k: t.detach().cpu() for k, t in state["fine"].items()}
+        metrics = {
+            "version": version,
+            "best_epoch": best["epoch"],
+            "mean_dice": best["mean_dice"],
+            "dice": best["dice"],
+            "options": options,
+            "train_cases": [i["image"].split("/")[-1] for i in train_items],
+            "validation_cases": [i["image"].split("/")[-1] for i in val_items],
+            "validated_on_training_data": not val_items,
+            "seconds": round(time.time() - started, 1),
+            "history": history,
+        }
+        self.store.save(version, state, metrics)
+        # Promote as soon as a checkpoint beats the promoted model: a run stopped later keeps it.
+        self.store.promote_if_better(version, best["mean_dice"])

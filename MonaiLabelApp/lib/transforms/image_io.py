@@ -1,0 +1,165 @@
+"""Reading knee MRIs and label maps safely, and writing labels atomically.
+
+Everything goes through SimpleITK so that an image keeps its full geometry (spacing, origin, direction).
+Bad input raises ``InputError`` with a message meant for the person who sent it; the server turns it
+into a 4xx answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+logger = logging.getLogger(__name__)
+
+# Files the server accepts as volumes. DICOM comes as a folder (a series) or a zip of one.
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+MAX_VOXELS = 1024**3 // 2  # half a gigavoxel: far above any knee MRI, below what would exhaust memory
+
+TAG_SERIES_UID = "0020|000e"
+TAG_ECHO_TIME = "0018|0081"
+TAG_ECHO_NUMBER = "0018|0086"
+
+
+class InputError(ValueError):
+    """An image or label that the server cannot use, with a message for the sender."""
+
+
+def volume_suffix(path: str | Path) -> str:
+    name = str(path).lower()
+    for suffix in VOLUME_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def read_volume(path: str | Path, echo: int | None = None) -> sitk.Image:
+    """Reads a 3D volume from a NIfTI/NRRD/MetaImage file or a DICOM series folder.
+
+    A DICOM folder holding several echoes (e.g. multi-echo spin echo, all in one series) is split by
+    echo time; ``echo`` (1-based, in order of echo time) picks one, the first by default.
+    """
+    path = Path(path)
+    if path.is_dir():
+        echoes = read_dicom_echoes(path)
+        index = 0 if echo is None else echo - 1
+        if not 0 <= index < len(echoes):
+            raise InputError(f"{path.name}: echo {echo} requested, the series has {len(echoes)} echo(es)")
+        return echoes[index][1]
+    if not path.is_file():
+        raise InputError(f"{path.name}: no such image")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path.name}: the file is empty")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise InputError(f"{path.name}: not a readable medical image ({_first_line(e)})") from e
+    return check_volume(image, path.name)
+
+
+def check_volume(image: sitk.Image, name: str) -> sitk.Image:
+    """Rejects what cannot be a 3D knee MRI: 2D images, single slices, vectors, absurd sizes."""
+    if image.GetDimension() != 3:
+        raise InputError(f"{name}: a {image.GetDimension()}D image; KneeAI needs a 3D volume")
+    size = image.GetSize()
+    if min(size) < 2:
+        raise InputError(f"{name}: size {size} is a single slice, not a 3D volume")
+    if int(np.prod(size)) > MAX_VOXELS:
+        raise InputError(f"{name}: size {size} is too large")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{name}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected 1")
+    if min(image.GetSpacing()) <= 0:
+        raise InputError(f"{name}: spacing {image.GetSpacing()} is not positive")
+    return image
+
+
+def read_dicom_echoes(folder: Path) -> list[tuple[float, sitk.Image]]:
+    """All echoes of the DICOM series in ``folder``, as (echo time in ms, volume), sorted by echo time.
+
+    Slices are grouped by series and echo time before stacking: stacking a multi-echo series as one
+    volume would interleave echoes into a wrong volume of 8× the slices.
+    """
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+    groups: dict[tuple[str, float], list[str]] = defaultdict(list)
+    reader = sitk.ImageFileReader()
+    reader.LoadPrivateTagsOff()
+    for f in files:
+        reader.SetFileName(str(f))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            continue  # not DICOM (e.g. a DICOMDIR or a text file): ignore, as a PACS viewer would
+        keys = set(reader.GetMetaDataKeys())
+        series = reader.GetMetaData(TAG_SERIES_UID).strip() if TAG_SERIES_UID in keys else ""
+        te = float(reader.GetMetaData(TAG_ECHO_TIME)) if TAG_ECHO_TIME in keys else 0.0
+        groups[(series, te)].append(str(f))
+    if not groups:
+        raise InputError(f"{folder.name}: no DICOM images found")
+    series_uids = {s for s, _ in groups}
+    if len(series_uids) > 1:
+        # Several series: keep the one with the most slices per echo (the main acquisition).
+        best = max(series_uids, key=lambda s: max(len(v) for (u, _), v in groups.items() if u == s))
+        groups = {k: v for k, v in groups.items() if k[0] == best}
+    echoes = []
+    for (_, te), names in sorted(groups.items(), key=lambda kv: kv[0][1]):
+        series_reader = sitk.ImageSeriesReader()
+        # GDCM sorts the files of one echo by slice position along the slice normal.
+        ordered = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(Path(names[0]).parent), _series_of(names[0]))
+        ordered = [n for n in ordered if n in set(names)] or names
+        series_reader.SetFileNames(ordered)
+        try:
+            volume = series_reader.Execute()
+        except RuntimeError as e:
+            raise InputError(f"{folder.name}: cannot read DICOM series ({_first_line(e)})") from e
+        echoes.append((te, check_volume(volume, f"{folder.name} (TE {te:g} ms)")))
+    return echoes
+
+
+def _series_of(filename: str) -> str:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(filename)
+    reader.ReadImageInformation()
+    return reader.GetMetaData(TAG_SERIES_UID).strip() if reader.HasMetaDataKey(TAG_SERIES_UID) else ""
+
+
+def pixels_only(image: sitk.Image) -> sitk.Image:
+    """A copy with voxels and geometry only: no DICOM header or other metadata is carried along."""
+    clean = sitk.GetImageFromArray(sitk.GetArrayViewFromImage(image))
+    clean.CopyInformation(image)
+    return clean
+
+
+def same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=tolerance, atol=tolerance)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), rtol=tolerance, atol=tolerance * 10)
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tolerance)
+    )
+
+
+def write_atomically(image: sitk.Image, destination: str | Path, compress: bool = True) -> None:
+    """Writes to a temporary file in the destination folder, then renames: never a half-written file."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    suffix = volume_suffix(destination) or ".nii.gz"
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=destination.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, compress)
+        os.replace(tmp, destination)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # ITK's messages start with a source location; the last line says what went wrong.
+    return lines[-1] if lines else type(error).__name__

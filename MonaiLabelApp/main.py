@@ -1,0 +1,95 @@
+"""KneeAI: a MONAI Label app for knee MRI.
+
+Start with ``make serve`` (README.md), or ``monailabel start_server --app MonaiLabelApp --studies DIR``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import HTTPException
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.tasks.activelearning.random import Random
+
+try:
+    from KneeAILib.schema import KneeSchema
+except ImportError:  # running from a source checkout without the package installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "KneeAI"))
+    from KneeAILib.schema import KneeSchema
+
+from lib.activelearning.uncertainty import MostUncertain
+from lib.configs.knee_segmentation import model_config_from_conf
+from lib.datastore import KneeDatastore, check_id
+from lib.dicom_import import import_dicom_folders
+from lib.infers.knee_segmentation import KneeSegmentation
+from lib.model_store import ModelStore
+from lib.scoring.tta_uncertainty import TTAUncertaintyScoring
+from lib.trainers.knee_segmentation import KneeSegmentationTrainer
+
+logger = logging.getLogger(__name__)
+
+MODEL = "knee_segmentation"
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "Resources" / "knee_schema.json"
+
+
+class KneeAIApp(MONAILabelApp):
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
+        self.schema = KneeSchema.load(SCHEMA_FILE)
+        self.model_config = model_config_from_conf(conf)
+        model_dir = conf.get("model_dir") or os.path.join(app_dir, "model", MODEL)
+        self.store = ModelStore(model_dir)
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="KneeAI",
+            description="Knee MRI segmentation: bones, cartilages and menisci, learning from corrections",
+            version="0.1.0",
+            labels=self.schema.labels_for_monailabel,
+        )
+
+    def init_datastore(self):
+        import_dicom_folders(self.studies)
+        return KneeDatastore(self.studies, self.schema, extensions=["*.nii.gz", "*.nii", "*.nrrd"])
+
+    def init_infers(self):
+        self._segmentation = KneeSegmentation(
+            self.store, self.schema, self.model_config, "Coarse-to-fine knee segmentation of the whole MRI"
+        )
+        # Scoring and the uncertainty strategy share the inference task's loaded model.
+        self._uncertainty = TTAUncertaintyScoring(self._segmentation)
+        return {MODEL: self._segmentation}
+
+    def init_trainers(self):
+        return {MODEL: KneeSegmentationTrainer(self.store, self.schema, self.model_config, "Train the knee model")}
+
+    def init_scoring_methods(self):
+        return {"knee_uncertainty": self._uncertainty}
+
+    def init_strategies(self):
+        return {"random": Random(), "knee_uncertainty": MostUncertain(self._uncertainty)}
+
+    def info(self) -> dict[str, Any]:
+        meta = super().info()
+        meta["knee_schema"] = self.schema.to_info()
+        promoted = self.store.promoted()
+        meta["model_version"] = promoted["version"] if promoted else "untrained"
+        return meta
+
+    def infer(self, request, datastore=None):
+        # An image is either a datastore id or a file the client just uploaded (a temporary file the
+        # endpoint wrote): never an arbitrary path on the server.
+        image = request.get("image")
+        if isinstance(image, str):
+            uploaded = os.path.isfile(image) and Path(image).resolve().parent == Path(tempfile.gettempdir()).resolve()
+            if not uploaded:
+                check_id(image)
+                if not self.datastore().get_image_uri(image):
+                    raise HTTPException(404, f"Image {image!r} not found")
+        return super().infer(request, datastore)
+
