@@ -1,0 +1,107 @@
+"""Write every output of a measurement: JSON and CSV of all numbers, meshes, map pictures, HTML report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .labelmap import LabelMap
+from .longitudinal import CHANGE_COLUMNS, VisitComparison
+from .measure import KneeMeasurement
+from .mesh_io import write_ply, write_stl, write_vtp
+from .regional_stats import COLUMNS
+from .report import html_report
+from .structure_meshes import structure_mesh
+from .subregions import distal_femur_centre  # noqa: F401  (re-exported for callers building maps)
+from .thickness_map_image import map_picture, plate_map_coordinates, rasterise, write_png
+
+STRUCTURES = {1: "femur", 2: "tibia", 3: "patella", 4: "fibula", 5: "femoral_cartilage",
+              6: "medial_tibial_cartilage", 7: "lateral_tibial_cartilage", 8: "patellar_cartilage",
+              9: "medial_meniscus", 10: "lateral_meniscus", 20: "tibial_cartilage"}
+THICKNESS_RANGE_MM = (0.0, 4.0)
+CHANGE_RANGE_MM = (-1.0, 1.0)
+
+
+def write_all(out_dir: str | Path, labels: LabelMap, m: KneeMeasurement, *, comparison: VisitComparison | None = None,
+              meshes: bool = True, title: str = "KneeAI knee measurements") -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    doc = m.to_dict()
+    if comparison is not None:
+        doc["comparison"] = comparison.to_dict()
+    written["json"] = _write_text(out / "measurements.json", json.dumps(_jsonable(doc), indent=1))
+    written["csv"] = _write_text(out / "measurements.csv", _csv(m.rows, COLUMNS))
+    if comparison is not None:
+        written["change_csv"] = _write_text(out / "thickness_change.csv", _csv(comparison.rows, CHANGE_COLUMNS))
+    pictures = {}
+    femur_centre = m.plates["femoral_cartilage"].rule.centre if "femoral_cartilage" in m.plates else np.zeros(3)
+    for name, plate in m.plates.items():
+        t = plate.thickness
+        xy = plate_map_coordinates(name, m.frame.coordinates(t.vertices), femur_centre)
+        values = np.where(t.covered, t.thickness, 0.0)
+        img, _ = rasterise(xy, values, plate.in_plate)
+        pictures[name] = out / f"{name}_thickness_map.png"
+        write_png(pictures[name], map_picture(img, *THICKNESS_RANGE_MM))
+        if comparison is not None and name in comparison.change_maps:
+            change = comparison.change_maps[name]
+            img, _ = rasterise(xy, change, plate.in_plate & np.isfinite(change))
+            pictures[name + "_change"] = out / f"{name}_change_map.png"
+            write_png(pictures[name + "_change"], map_picture(img, *CHANGE_RANGE_MM, diverging=True))
+        if meshes:
+            scalars = {"thickness_mm": values, "in_plate": plate.in_plate.astype(float),
+                       "denuded": plate.denuded.astype(float),
+                       "subregion": _region_index(plate.region, plate.rule.names())}
+            if comparison is not None and name in comparison.change_maps:
+                scalars["thickness_change_mm"] = comparison.change_maps[name]
+            written[f"{name}_vtp"] = write_vtp(out / f"{name}_on_{t.bone}.vtp", t.vertices, t.triangles, scalars,
+                                               "thickness_mm")
+            written[f"{name}_ply"] = write_ply(out / f"{name}_on_{t.bone}.ply", t.vertices, t.triangles, scalars)
+    written.update({f"{k}_png": v for k, v in pictures.items()})
+    if meshes:
+        for value in sorted(set(np.unique(labels.array).tolist()) - {0}):
+            verts, tris = structure_mesh(labels, value)
+            if len(tris):
+                written[f"{STRUCTURES.get(value, value)}_stl"] = write_stl(
+                    out / f"{STRUCTURES.get(value, f'label_{value}')}.stl", verts, tris)
+    written["html"] = _write_text(out / "report.html", html_report(m, pictures, comparison, title))
+    return written
+
+
+def _region_index(region: np.ndarray, names: list[str]) -> np.ndarray:
+    lookup = {n: i + 1 for i, n in enumerate(names)}
+    return np.array([lookup.get(r, 0) for r in region], dtype=float)
+
+
+def _csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
