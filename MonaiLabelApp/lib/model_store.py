@@ -25,7 +25,8 @@ VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 
 def _write_atomically(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    # torch.save needs a plain file name: no leading dot, and the real suffix.
+    fd, tmp = tempfile.mkstemp(prefix="tmp-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
