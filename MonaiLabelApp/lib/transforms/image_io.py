@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -60,7 +61,27 @@ def read_volume(path: str | Path, echo: int | None = None) -> sitk.Image:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise InputError(f"{path.name}: not a readable medical image ({_first_line(e)})") from e
+    check_complete(path, image)
     return check_volume(image, path.name)
+
+
+def check_complete(path: Path, image: sitk.Image) -> None:
+    """ITK reads a cut-off file without complaint, padding the missing voxels: refuse it instead."""
+    with path.open("rb") as f:
+        magic = f.read(2)
+    if magic == b"\x1f\x8b":
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                inflater.decompress(chunk, 1 << 20)
+                while inflater.unconsumed_tail:
+                    inflater.decompress(inflater.unconsumed_tail, 1 << 20)
+        if not inflater.eof:
+            raise InputError(f"{path.name}: the file is truncated (compressed data ends early)")
+        return
+    voxel_bytes = image.GetNumberOfComponentsPerPixel() * image.GetSizeOfPixelComponent() * int(np.prod(image.GetSize()))
+    if path.suffix in (".nii", ".mha", ".nrrd") and path.stat().st_size < voxel_bytes:
+        raise InputError(f"{path.name}: the file is truncated ({path.stat().st_size} bytes for {voxel_bytes} of voxels)")
 
 
 def check_volume(image: sitk.Image, name: str) -> sitk.Image:
