@@ -1,0 +1,73 @@
+"""The annotator's server steps, as plain functions that a job runs on a worker thread.
+
+Each step does network and file work only and returns plain data (``PixelVolume``s, dicts); building
+MRML nodes from the results is mrml_adapter's job, on the main thread. The Slicer Logic and the tests
+chain the same functions, so what the tests check is what the module does.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .client import MODEL, KneeAIClient
+from .schema import KneeSchema
+from .volume import PixelVolume, VolumeError, read_volume_file, write_volume_atomically
+
+
+@dataclass(frozen=True)
+class Case:
+    image_id: str
+    image: PixelVolume
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    labels: PixelVolume
+    model_version: str
+    params: dict[str, Any]
+
+
+def fetch_case(client: KneeAIClient, strategy: str = "random", image_id: str | None = None) -> Case | None:
+    """The next case by ``strategy`` (or ``image_id`` when given), downloaded; None when none is left."""
+    info: dict[str, Any] = {}
+    if image_id is None:
+        sample = client.next_sample(strategy)
+        if sample is None:
+            return None
+        image_id, info = str(sample["id"]), sample
+    path = client.download_image(image_id)
+    try:
+        return Case(image_id, read_volume_file(path), info)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def propose_segmentation(client: KneeAIClient, image_id: str, schema: KneeSchema, model: str = MODEL) -> Proposal:
+    """The server's segmentation of a datastore image, checked against the schema."""
+    result = client.infer(image_id=image_id, model=model)
+    try:
+        labels = read_volume_file(result.label_path)
+    finally:
+        result.label_path.unlink(missing_ok=True)
+    schema.check_label_values(labels.array)
+    return Proposal(labels.with_array(labels.array.astype(np.uint8)), str(result.params.get("model_version", "?")),
+                    result.params)
+
+
+def submit_labels(client: KneeAIClient, image_id: str, labels: PixelVolume, image: PixelVolume,
+                  schema: KneeSchema, tag: str = "final") -> dict:
+    """Stores ``labels`` for ``image_id`` in exactly the image's geometry (as downloaded), schema-checked."""
+    if not labels.same_geometry(image):
+        raise VolumeError(f"The label map's grid {labels.size} does not match the image {image.size}; "
+                          "export the segmentation with the image as reference")
+    schema.check_label_values(labels.array)
+    exact = image.with_array(np.asarray(labels.array, dtype=np.uint8))  # the server's own numbers, no rounding
+    with tempfile.TemporaryDirectory(prefix="kneeai-submit-") as tmp:
+        path = write_volume_atomically(exact, Path(tmp) / "label.nii.gz")
+        return client.save_label(image_id, path, tag=tag)

@@ -1,0 +1,256 @@
+"""The one KneeAILib file that touches Slicer: MRML nodes <-> KneeAILib's pixel volumes and label maps.
+
+- ``volume_node_from_pixels``: a server image (LPS geometry) -> scalar volume node (RAS IJK->RAS).
+- ``segmentation_from_labels``: a schema label map -> segmentation node, one segment per schema
+  structure (empty ones too, ready to paint) with the schema's name, colour, terminology entry and a
+  ``KneeAI.LabelValue`` tag that survives renaming.
+- ``labels_from_segmentation``: the (edited) segmentation -> label map with the schema's values in the
+  reference volume's exact geometry; segments the schema does not know are listed, never dropped
+  silently.
+- ``world_points_to_ijk``: markups control points in WORLD coordinates -> voxel indices, correct when
+  the volume or the markups sit under transforms.
+Runs inside Slicer and on slicer-core (tests). Only the main thread may call these functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import slicer
+import slicer.util
+import vtk
+from vtk.util import numpy_support
+
+from .schema import Group, KneeSchema, SchemaError, Structure
+from .terminology import LABEL_VALUE_TAG, item_color, schema_items, segment_id, terminology_entry
+from .volume import PixelVolume
+
+Logic = slicer.vtkSlicerSegmentationsModuleLogic
+
+
+class UnknownSegmentsError(SchemaError):
+    """Segments with voxels that no schema structure matches; submitting would lose them."""
+
+    def __init__(self, unknown: dict[str, int]):
+        self.unknown = dict(unknown)
+        listing = ", ".join(f"'{name}' ({count} voxels)" for name, count in self.unknown.items())
+        super().__init__(f"Segments the knee schema does not know: {listing}. Rename each to a schema "
+                         f"structure name (or delete it) before submitting.")
+
+
+@dataclass
+class LabelExport:
+    labels: PixelVolume  # schema values, the reference volume's geometry
+    segment_values: dict[str, int]  # segment id -> schema value it was written with
+    unknown_segments: dict[str, int] = field(default_factory=dict)  # segment name -> voxels not written
+
+
+def ensure_segmentation_converters() -> None:
+    """Registers the binary-labelmap/closed-surface converters when nobody has (the Slicer application's
+    Segmentations module does it at start; bare slicer-core does not, and without them a
+    segmentation cannot even hold an empty segment)."""
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    if not factory.GetConverterRules():
+        factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
+        factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
+
+
+def _vtk_matrix(matrix: np.ndarray) -> vtk.vtkMatrix4x4:
+    out = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            out.SetElement(r, c, float(matrix[r, c]))
+    return out
+
+
+def _numpy_matrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+# -- volumes -------------------------------------------------------------------------------------
+def volume_node_from_pixels(scene, volume: PixelVolume, name: str, node=None, labelmap: bool = False,
+                            display: bool = True):
+    """A scalar (or label map) volume node holding ``volume`` with Slicer's IJK->RAS geometry."""
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode", name)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(volume.array))
+    node.SetIJKToRASMatrix(_vtk_matrix(volume.ijk_to_ras()))
+    if display:
+        node.CreateDefaultDisplayNodes()
+    return node
+
+
+def pixels_from_volume_node(node) -> PixelVolume:
+    """The voxels and the LOCAL geometry of a volume node (what the server stores for it)."""
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(ijk_to_ras)
+    return PixelVolume.from_ijk_to_ras(slicer.util.arrayFromVolume(node).copy(), _numpy_matrix(ijk_to_ras))
+
+
+# -- label map -> segmentation -------------------------------------------------------------------
+def segmentation_from_labels(scene, labels: PixelVolume, schema: KneeSchema, reference_volume_node,
+                             name: str = "KneeAI segmentation", node=None):
+    """A segmentation node with one segment per schema structure (plus groups present in ``labels``)."""
+    schema.check_label_values(labels.array)
+    ensure_segmentation_converters()
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        node.CreateDefaultDisplayNodes()
+    segmentation = node.GetSegmentation()
+    items = {i.value: i for i in schema_items(schema)}
+    for item in items.values():  # replace what a previous result left
+        if segmentation.GetSegment(segment_id(item)):
+            segmentation.RemoveSegment(segment_id(item))
+    # Import maps label value v to the (v-1)th id, creating a segment for every value up to the highest
+    # one, in ONE shared layer: the ids are the schema keys, and placeholders are removed below.
+    highest = max(items)
+    ids = vtk.vtkStringArray()
+    for value in range(1, highest + 1):
+        ids.InsertNextValue(segment_id(items[value]) if value in items else f"kneeai_unused_{value}")
+    labelmap_node = volume_node_from_pixels(scene, labels.with_array(labels.array.astype(np.uint8)),
+                                            "KneeAI import", labelmap=True, display=False)
+    try:
+        if not Logic.ImportLabelmapToSegmentationNode(labelmap_node, node, ids):
+            raise RuntimeError("Slicer could not import the label map into the segmentation")
+    finally:
+        scene.RemoveNode(labelmap_node)
+    present = {int(v) for v in np.unique(labels.array)}
+    for value in range(1, highest + 1):
+        item = items.get(value)
+        keep = item is not None and (isinstance(item, Structure) or value in present)
+        sid = segment_id(item) if item is not None else f"kneeai_unused_{value}"
+        if not keep:
+            segmentation.RemoveSegment(sid)
+            continue
+        _describe_segment(segmentation.GetSegment(sid), schema, item)
+    node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
+    # The labels share the volume's local frame: the segmentation goes under the volume's transform.
+    node.SetAndObserveTransformNodeID(reference_volume_node.GetTransformNodeID())
+    return node
+
+
+def _describe_segment(segment, schema: KneeSchema, item: Structure | Group) -> None:
+    segment.SetName(item.name)
+    segment.SetColor(*item_color(schema, item))
+    segment.SetTerminology(terminology_entry(schema, item))
+    segment.SetTag(LABEL_VALUE_TAG, str(item.value))
+
+
+def schema_value_of_segment(segment, schema: KneeSchema) -> int | None:
+    """Which schema value a segment stands for: our tag first (survives renaming), then its name."""
+    tag = vtk.reference("")
+    if segment.GetTag(LABEL_VALUE_TAG, tag):
+        try:
+            value = int(str(tag))
+        except ValueError:
+            value = None
+        if value in schema.allowed_values() - {0}:
+            return value
+    wanted = segment.GetName().strip().lower()
+    for item in schema_items(schema):
+        if wanted in (item.name.lower(), item.key.lower()):
+            return item.value
+    return None
+
+
+# -- segmentation -> label map -------------------------------------------------------------------
+def labels_from_segmentation(segmentation_node, reference_volume_node, schema: KneeSchema) -> LabelExport:
+    """The segmentation as a schema label map in the reference volume's exact grid.
+
+    Slicer's export numbers segments 1..n in the order given, so each number is mapped back to the
+    schema value of its segment. Voxels of segments the schema does not know are not written and are
+    listed in ``unknown_segments`` (name -> voxel count)."""
+    segmentation = segmentation_node.GetSegmentation()
+    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    values = [schema_value_of_segment(segmentation.GetSegment(sid), schema) for sid in ids]
+    scene = segmentation_node.GetScene()
+    labelmap_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "KneeAI export")
+    try:
+        if ids and not Logic.ExportSegmentsToLabelmapNode(segmentation_node, ids, labelmap_node, reference_volume_node,
+                                                          slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY):
+            raise RuntimeError("Slicer could not export the segmentation to a label map")
+        reference = pixels_from_volume_node(reference_volume_node)
+        if not ids:
+            return LabelExport(reference.with_array(np.zeros(reference.array.shape, np.uint8)), {})
+        exported = slicer.util.arrayFromVolume(labelmap_node)
+    finally:
+        scene.RemoveNode(labelmap_node)
+    if exported.shape != reference.array.shape:
+        raise RuntimeError(f"Exported label map {exported.shape} does not match the volume {reference.array.shape}")
+    lookup = np.zeros(len(ids) + 1, dtype=np.uint8)
+    unknown: dict[str, int] = {}
+    for number, (sid, value) in enumerate(zip(ids, values), start=1):
+        if value is None:
+            unknown[segmentation.GetSegment(sid).GetName()] = int(np.count_nonzero(exported == number))
+        else:
+            lookup[number] = value
+    labels = reference.with_array(lookup[exported])
+    known = {sid: v for sid, v in zip(ids, values) if v is not None}
+    return LabelExport(labels, known, unknown)
+
+
+def require_known_segments(export: LabelExport) -> LabelExport:
+    """The export, or UnknownSegmentsError when a segment the schema does not know holds voxels."""
+    with_voxels = {name: n for name, n in export.unknown_segments.items() if n > 0}
+    if with_voxels:
+        raise UnknownSegmentsError(with_voxels)
+    return export
+
+
+# -- one segment as a mask (what an edit does) ---------------------------------------------------
+def segment_mask(segmentation_node, sid: str, reference_volume_node) -> np.ndarray:
+    """The segment's voxels as a bool array (k, j, i) on the reference volume's grid."""
+    if segmentation_node.GetSegmentation().GetSegment(sid) is None:
+        raise KeyError(f"No segment {sid!r}")
+    scene = segmentation_node.GetScene()
+    labelmap_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "KneeAI segment")
+    try:
+        if not Logic.ExportSegmentsToLabelmapNode(segmentation_node, [sid], labelmap_node, reference_volume_node,
+                                                  slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY):
+            raise RuntimeError(f"Slicer could not export segment {sid!r}")
+        return slicer.util.arrayFromVolume(labelmap_node) > 0
+    finally:
+        scene.RemoveNode(labelmap_node)
+
+
+def set_segment_mask(segmentation_node, sid: str, mask: np.ndarray, reference_volume_node) -> None:
+    """Replaces a segment's voxels with ``mask`` (k, j, i) on the reference grid, through the same
+    logic call the Segment Editor's effects use."""
+    image = slicer.vtkOrientedImageData()
+    image.SetImageToWorldMatrix(_image_to_world(reference_volume_node))
+    k, j, i = mask.shape
+    image.SetDimensions(i, j, k)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(mask, dtype=np.uint8).ravel(),
+                                                               deep=True, array_type=vtk.VTK_UNSIGNED_CHAR))
+    Logic.SetBinaryLabelmapToSegment(image, segmentation_node, sid, Logic.MODE_REPLACE, image.GetExtent())
+
+
+def _image_to_world(volume_node) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return matrix
+
+
+# -- clicks --------------------------------------------------------------------------------------
+def world_points_to_ijk(markups_node, volume_node) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel indices (n, 3) as (i, j, k) of the markups' control points, and whether each lies inside.
+
+    Points are taken in world coordinates (after the markups' own transforms) and brought into the
+    volume's local frame through the inverse of the volume's parent transforms, then through RAS->IJK:
+    the local IJK->RAS alone would be wrong for a volume under a transform."""
+    world_to_local = vtk.vtkGeneralTransform()
+    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(None, volume_node.GetParentTransformNode(), world_to_local)
+    ras_to_ijk = vtk.vtkMatrix4x4()
+    volume_node.GetRASToIJKMatrix(ras_to_ijk)
+    ras_to_ijk = _numpy_matrix(ras_to_ijk)
+    points = []
+    for n in range(markups_node.GetNumberOfControlPoints()):
+        world = [0.0, 0.0, 0.0]
+        markups_node.GetNthControlPointPositionWorld(n, world)
+        local = world_to_local.TransformPoint(world)
+        points.append((ras_to_ijk @ np.array([*local, 1.0]))[:3])
+    ijk = np.rint(np.array(points, dtype=float).reshape(-1, 3)).astype(int)
+    dims = np.array(volume_node.GetImageData().GetDimensions())
+    inside = np.all((ijk >= 0) & (ijk < dims), axis=1)
+    return ijk, inside

@@ -1,0 +1,75 @@
+"""Slicer terminology entries and segment tags for the knee schema's structures.
+
+Slicer stores a segment's standard codes as one string (tag ``TerminologyEntry``, the same text in a
+``.seg.nrrd`` header's ``SegmentN_Tags``), in the format of
+``vtkSlicerTerminologiesModuleLogic::SerializeTerminologyEntry``:
+
+    context~category~type~typeModifier~regionContext~region~regionModifier
+
+where each coded item is ``scheme^code^meaning`` (empty: ``^^``). Built here without Slicer so that the
+command-line client writes the very string the Slicer module sets (tested against Slicer's serializer).
+"""
+
+from __future__ import annotations
+
+from .schema import Code, Group, KneeSchema, Structure
+
+TERMINOLOGY_TAG = "TerminologyEntry"
+# Our own segment tag: which schema value a segment stands for, kept through renames in Slicer.
+LABEL_VALUE_TAG = "KneeAI.LabelValue"
+# The region codes are SNOMED CT anatomic codes, i.e. from DICOM's anatomic region list.
+REGION_CONTEXT = "Anatomic codes - DICOM master list"
+DEFAULT_CATEGORY = Code("SCT", "123037004", "Anatomical Structure")
+
+
+def _coded(code: Code | None) -> str:
+    if code is None:
+        return "^^"
+    for part in (code.scheme, code.value, code.meaning):
+        if any(c in part for c in "~^|"):
+            raise ValueError(f"Terminology code {code} contains a separator character (~ ^ |)")
+    return f"{code.scheme}^{code.value}^{code.meaning}"
+
+
+def terminology_entry(schema: KneeSchema, item: Structure | Group) -> str:
+    """The Slicer terminology-entry string for a structure (or a group, coded as its first member's
+    category with a local type code)."""
+    if isinstance(item, Group):
+        category, type_, region = DEFAULT_CATEGORY, Code("99KNEEAI", item.key.upper(), item.name), None
+    else:
+        category, type_, region = item.category or DEFAULT_CATEGORY, item.type, item.region
+    if type_ is None:
+        type_ = Code("99KNEEAI", item.key.upper(), item.name)
+    region_context = REGION_CONTEXT if region is not None else ""
+    return "~".join([schema.name, _coded(category), _coded(type_), "^^", region_context, _coded(region), "^^"])
+
+
+def parse_terminology_entry(text: str) -> dict[str, tuple[str, str, str] | str | None]:
+    """The parts of a terminology-entry string (for reading back what Slicer or a file holds)."""
+    fields = text.split("~")
+    if len(fields) != 7:
+        raise ValueError(f"Not a Slicer terminology entry (expected 7 '~'-separated fields): {text!r}")
+
+    def code(value: str):
+        parts = value.split("^")
+        return tuple(parts) if len(parts) == 3 and any(parts) else None
+
+    return {"context": fields[0], "category": code(fields[1]), "type": code(fields[2]), "type_modifier": code(fields[3]),
+            "region_context": fields[4], "region": code(fields[5]), "region_modifier": code(fields[6])}
+
+
+def schema_items(schema: KneeSchema) -> list[Structure | Group]:
+    """Every value a segment can stand for: the structures, then the groups (e.g. unsplit tibial cartilage)."""
+    return [*schema.structures, *schema.groups]
+
+
+def item_color(schema: KneeSchema, item: Structure | Group) -> tuple[float, float, float]:
+    """A structure's colour (0-1); a group takes its first member's colour."""
+    if isinstance(item, Group):
+        return schema.by_key[item.members[0]].color_float
+    return item.color_float
+
+
+def segment_id(item: Structure | Group) -> str:
+    """A stable segment id per schema item (Slicer ids are free text; the key is stable and readable)."""
+    return item.key

@@ -1,0 +1,189 @@
+"""A volume as voxels plus geometry only, and its conversions: files, DICOM series, Slicer's IJK->RAS.
+
+``PixelVolume`` is what travels between the server, the files on disk and Slicer: a numpy array in
+(k, j, i) order (SimpleITK's and Slicer's array order) with spacing, origin and direction in LPS, the
+convention of NIfTI/NRRD readers in ITK and of MONAI Label's server. Nothing else is kept, which is
+what makes an upload safe: there is no field a patient name or a DICOM UID could hide in.
+Pure Python (numpy + SimpleITK).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+# Slicer's world is RAS; ITK files are LPS: the two differ by a flip of the first two axes.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+TAG_SERIES_UID = "0020|000e"
+TAG_ECHO_TIME = "0018|0081"
+
+
+class VolumeError(ValueError):
+    """A file or folder that is not a usable 3D volume; the message says why."""
+
+
+@dataclass(frozen=True)
+class PixelVolume:
+    array: np.ndarray  # (k, j, i) = (slice, row, column)
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]  # LPS, mm
+    direction: tuple[float, ...]  # 9 values, row-major, LPS; columns are the i, j, k axes
+
+    @property
+    def size(self) -> tuple[int, int, int]:
+        """(i, j, k) sizes, as ITK reports them."""
+        k, j, i = self.array.shape
+        return (i, j, k)
+
+    # -- SimpleITK -----------------------------------------------------------------------------
+    @classmethod
+    def from_sitk(cls, image: sitk.Image) -> "PixelVolume":
+        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+            raise VolumeError(f"Expected a 3D scalar volume, got {image.GetDimension()}D with "
+                              f"{image.GetNumberOfComponentsPerPixel()} component(s)")
+        return cls(
+            sitk.GetArrayFromImage(image),
+            tuple(float(v) for v in image.GetSpacing()),
+            tuple(float(v) for v in image.GetOrigin()),
+            tuple(float(v) for v in image.GetDirection()),
+        )
+
+    def to_sitk(self) -> sitk.Image:
+        """A fresh image: voxels and geometry, no metadata dictionary at all."""
+        image = sitk.GetImageFromArray(np.ascontiguousarray(self.array))
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    def with_array(self, array: np.ndarray) -> "PixelVolume":
+        if array.shape != self.array.shape:
+            raise VolumeError(f"Array shape {array.shape} does not match the volume's {self.array.shape}")
+        return PixelVolume(array, self.spacing, self.origin, self.direction)
+
+    # -- Slicer geometry -----------------------------------------------------------------------
+    def ijk_to_ras(self) -> np.ndarray:
+        """The 4x4 IJK->RAS matrix Slicer's volume nodes use."""
+        direction = np.asarray(self.direction, dtype=float).reshape(3, 3)
+        matrix = np.eye(4)
+        matrix[:3, :3] = LPS_TO_RAS @ direction @ np.diag(self.spacing)
+        matrix[:3, 3] = LPS_TO_RAS @ np.asarray(self.origin, dtype=float)
+        return matrix
+
+    @classmethod
+    def from_ijk_to_ras(cls, array: np.ndarray, ijk_to_ras: np.ndarray) -> "PixelVolume":
+        """The inverse of ``ijk_to_ras``: array (k, j, i) + Slicer's matrix -> LPS geometry."""
+        ijk_to_ras = np.asarray(ijk_to_ras, dtype=float)
+        axes_lps = LPS_TO_RAS @ ijk_to_ras[:3, :3]
+        spacing = np.linalg.norm(axes_lps, axis=0)
+        if np.any(spacing <= 0):
+            raise VolumeError(f"IJK->RAS matrix has a zero-length axis: {ijk_to_ras.tolist()}")
+        direction = axes_lps / spacing
+        origin = LPS_TO_RAS @ ijk_to_ras[:3, 3]
+        return cls(array, tuple(float(s) for s in spacing), tuple(float(o) for o in origin),
+                   tuple(float(d) for d in direction.ravel()))
+
+    def same_geometry(self, other: "PixelVolume", tolerance: float = 1e-4) -> bool:
+        return (
+            self.array.shape == other.array.shape
+            and np.allclose(self.spacing, other.spacing, atol=tolerance)
+            and np.allclose(self.origin, other.origin, atol=tolerance * 10)
+            and np.allclose(self.direction, other.direction, atol=tolerance)
+        )
+
+
+# -- files ---------------------------------------------------------------------------------------
+def read_volume_file(path: str | Path) -> PixelVolume:
+    """A NIfTI/NRRD/MetaImage file, or a DICOM folder (its first echo), as voxels and geometry."""
+    path = Path(path)
+    if path.is_dir():
+        return read_dicom_echoes(path)[0][1]
+    if not path.is_file():
+        raise VolumeError(f"{path}: no such file or folder")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise VolumeError(f"{path.name}: not a readable medical image ({_last_line(e)})") from e
+    return PixelVolume.from_sitk(image)
+
+
+def read_dicom_echoes(folder: str | Path) -> list[tuple[float, PixelVolume]]:
+    """Every echo of the DICOM series in ``folder`` as (echo time in ms, volume), by echo time.
+
+    A multi-echo series keeps all echoes in one series; stacking it as one volume would interleave
+    echoes, so slices are grouped by (series, echo time) first. Only voxels and geometry are kept.
+    """
+    folder = Path(folder)
+    groups: dict[tuple[str, float], list[str]] = defaultdict(list)
+    reader = sitk.ImageFileReader()
+    reader.LoadPrivateTagsOff()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        reader.SetFileName(str(f))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            continue  # not a DICOM file (DICOMDIR, notes): skipped as a viewer would
+        series = reader.GetMetaData(TAG_SERIES_UID).strip() if reader.HasMetaDataKey(TAG_SERIES_UID) else ""
+        echo_time = float(reader.GetMetaData(TAG_ECHO_TIME)) if reader.HasMetaDataKey(TAG_ECHO_TIME) else 0.0
+        groups[(series, echo_time)].append(str(f))
+    if not groups:
+        raise VolumeError(f"{folder}: no DICOM images found")
+    # Several series: keep the one with the most slices (the main acquisition), as the server does.
+    main_series = max({s for s, _ in groups}, key=lambda s: max(len(v) for (u, _), v in groups.items() if u == s))
+    echoes = []
+    for (series, echo_time), names in sorted(groups.items(), key=lambda kv: kv[0][1]):
+        if series != main_series:
+            continue
+        ordered = _sorted_along_normal(names)
+        series_reader = sitk.ImageSeriesReader()
+        series_reader.SetFileNames(ordered)
+        try:
+            image = series_reader.Execute()
+        except RuntimeError as e:
+            raise VolumeError(f"{folder.name}: cannot read the DICOM series ({_last_line(e)})") from e
+        echoes.append((echo_time, PixelVolume.from_sitk(image)))
+    return echoes
+
+
+def _sorted_along_normal(names: list[str]) -> list[str]:
+    """Slice files in order along the slice normal (what GDCM does for one series)."""
+    reader = sitk.ImageFileReader()
+    keyed = []
+    for name in names:
+        reader.SetFileName(name)
+        reader.ReadImageInformation()
+        direction = np.asarray(reader.GetDirection()).reshape(3, 3)
+        keyed.append((float(np.dot(direction[:, 2], reader.GetOrigin())), name))
+    return [name for _, name in sorted(keyed)]
+
+
+def write_volume_atomically(volume: PixelVolume, destination: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Writes voxels and geometry to a temporary file beside ``destination``, then renames. The only
+    header fields are ``metadata`` (e.g. a .seg.nrrd's segment fields), never any the source carried."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary name keeps the real suffix: SimpleITK picks the file format from it.
+    suffix = ".nii.gz" if destination.name.endswith(".nii.gz") else destination.suffix
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=destination.parent)
+    os.close(fd)
+    image = volume.to_sitk()
+    for key, value in (metadata or {}).items():
+        image.SetMetaData(key, value)
+    try:
+        sitk.WriteImage(image, tmp, True)
+        os.replace(tmp, destination)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return destination
+
+
+def _last_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__

@@ -1,0 +1,78 @@
+"""Fixtures for the Slicer-module tests: the real MRML library (slicer-core) and real servers.
+
+``annotator_server`` is a server of its own on a studies folder holding only the real DESS knee: the
+annotator round trip submits a label for it and the privacy test uploads a volume, and neither should
+change what the shared ``knee_server`` (used by other test files) holds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+# The shared data, found as Testing/conftest.py finds it (its constants are not importable from here:
+# test files would get this conftest under the name ``conftest``), offered as fixtures that skip
+# with a reason when the data is absent.
+ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+DESS_ECHO1 = SHARED_DATA / "mri" / "dess_3t_echo1.nii.gz"
+MESE_DICOM = SHARED_DATA / "mri" / "mese_t2_dicom"
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (the MRML library) is not installed")
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared test data not found: {path} (expected ../shared/data beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dess_path() -> Path:
+    return _require(DESS_ECHO1)
+
+
+@pytest.fixture(scope="session")
+def mese_dicom_path() -> Path:
+    return _require(MESE_DICOM)
+
+
+@pytest.fixture(scope="session")
+def schema():
+    from KneeAILib.schema import KneeSchema
+
+    return KneeSchema.load()
+
+
+@pytest.fixture
+def scene():
+    from KneeAILib.mrml_adapter import ensure_segmentation_converters
+
+    ensure_segmentation_converters()
+    return slicer.vtkMRMLScene()
+
+
+@pytest.fixture(scope="session")
+def annotator_studies(tmp_path_factory, dess_path) -> Path:
+    studies = tmp_path_factory.mktemp("annotator_studies")
+    target = studies / dess_path.name
+    try:
+        os.link(dess_path, target)  # no copy of 10s of MB when the file system allows
+    except OSError:
+        shutil.copy(dess_path, target)
+    return studies
+
+
+@pytest.fixture(scope="session")
+def annotator_server(server_pool, annotator_studies, tmp_path_factory) -> str:
+    return server_pool.start(annotator_studies, tmp_path_factory.mktemp("annotator_model"))
+
+
+@pytest.fixture(scope="session")
+def annotator_client(annotator_server, tmp_path_factory):
+    from KneeAILib.client import KneeAIClient
+
+    return KneeAIClient(annotator_server, download_dir=tmp_path_factory.mktemp("downloads"))
