@@ -1,0 +1,129 @@
+"""The REST client's failures: typed, with the server's own message, and fast when nobody answers."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from KneeAILib.client import BadResponse, KneeAIClient, ServerError, ServerUnreachable
+from KneeAILib.volume import PixelVolume
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # freed on close: nothing listens there
+
+
+class RecordingHandler(http.server.BaseHTTPRequestHandler):
+    """A real HTTP server that is not a KneeAI server: answers with a fixed status/body, records requests."""
+
+    status = 200
+    body = b"<html>not a KneeAI server</html>"
+    content_type = "text/html"
+    requests: list[tuple[str, str, str | None]] = []
+
+    def _answer(self):
+        length = int(self.headers.get("content-length") or 0)
+        self.rfile.read(length)
+        type(self).requests.append((self.command, self.path, self.headers.get("Authorization")))
+        self.send_response(self.status)
+        self.send_header("content-type", self.content_type)
+        self.send_header("content-length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def other_server():
+    RecordingHandler.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RecordingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_unreachable_server_fails_fast_with_a_clear_message():
+    client = KneeAIClient(f"http://127.0.0.1:{closed_port()}")
+    started = time.monotonic()
+    with pytest.raises(ServerUnreachable, match=r"Cannot reach the KneeAI server at http://127\.0\.0\.1:\d+.*running"):
+        client.info()
+    assert time.monotonic() - started < 5.0  # two retries with short backoff, no long hang
+
+
+def test_silent_server_times_out():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepts connections, never answers
+    try:
+        client = KneeAIClient(f"http://127.0.0.1:{listener.getsockname()[1]}", retries=0)
+        started = time.monotonic()
+        with pytest.raises(ServerUnreachable, match="No answer"):
+            client._request("GET", "/info/", read_timeout=0.5)
+        assert time.monotonic() - started < 3.0
+    finally:
+        listener.close()
+
+
+def test_bad_server_url_is_refused_before_any_request():
+    with pytest.raises(ValueError, match="http"):
+        KneeAIClient("127.0.0.1:8000")
+
+
+def test_a_server_that_is_not_kneeai_gives_bad_response(other_server):
+    _, url = other_server
+    with pytest.raises(BadResponse, match="Expected JSON"):
+        KneeAIClient(url).info()
+
+
+def test_token_is_sent_and_only_gets_are_retried(other_server):
+    server, url = other_server
+    RecordingHandler.status, RecordingHandler.body, RecordingHandler.content_type = 503, b'{"detail": "busy"}', "application/json"
+    try:
+        client = KneeAIClient(url, token="s3cret", retries=2)
+        with pytest.raises(ServerError) as error:
+            client.info()
+        assert error.value.status_code == 503 and error.value.detail == "busy"
+        assert [r[0] for r in RecordingHandler.requests] == ["GET"] * 3
+        assert {r[2] for r in RecordingHandler.requests} == {"Bearer s3cret"}
+        RecordingHandler.requests.clear()
+        with pytest.raises(ServerError):
+            client.next_sample("random")  # a POST: never repeated
+        assert [r[0] for r in RecordingHandler.requests] == ["POST"]
+    finally:
+        RecordingHandler.status, RecordingHandler.body, RecordingHandler.content_type = 200, b"<html></html>", "text/html"
+
+
+@pytest.mark.server
+def test_4xx_carries_the_servers_detail(knee_server, tmp_path):
+    client = KneeAIClient(knee_server, download_dir=tmp_path)
+    with pytest.raises(ServerError) as error:
+        client.infer(image_id="no_such_case")
+    assert error.value.status_code == 404 and "not found" in error.value.detail
+    with pytest.raises(ServerError) as error:
+        client.download_image("../etc/passwd")
+    assert 400 <= error.value.status_code < 500
+
+    # A label on the wrong grid: the datastore refuses it and says why.
+    wrong = PixelVolume(np.zeros((4, 5, 6), np.uint8), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    from KneeAILib.volume import write_volume_atomically
+
+    path = write_volume_atomically(wrong, tmp_path / "wrong.nii.gz")
+    with pytest.raises(ServerError) as error:
+        client.save_label("knee_phantom_003", path)
+    assert error.value.status_code == 422
+    assert "does not match its image" in error.value.detail
+    assert "does not match its image" in str(error.value)
