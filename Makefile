@@ -17,7 +17,7 @@ test: setup
 	$(PY) -m pytest Testing -q
 
 bench: setup
-	$(PY) -m Testing.benchmarks.server_benchmark
+	$(PY) Testing/benchmarks/server_benchmark.py
 
 clean:
 	rm -rf .kneeai MonaiLabelApp/model

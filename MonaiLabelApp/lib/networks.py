@@ -21,12 +21,12 @@ class KneeModelConfig:
     coarse_filters: int = 8
     fine_filters: int = 16
     # The fine crop: the joint found by the coarse pass, grown by a margin, at most this large.
-    roi_margin_mm: float = 12.0
-    max_roi_mm: float = 120.0
+    roi_margin_mm: float = 10.0
+    max_roi_mm: float = 100.0  # at 0.6 mm: at most 167^3 voxels, ~2 GB in one pass
     # Training crop sizes (voxels); inference runs a crop in one pass up to single_pass_voxels.
     coarse_patch: tuple[int, int, int] = (96, 96, 96)
     fine_patch: tuple[int, int, int] = (96, 96, 96)
-    single_pass_voxels: int = 6_000_000
+    single_pass_voxels: int = 5_000_000
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:

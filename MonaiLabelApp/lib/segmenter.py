@@ -105,16 +105,42 @@ class KneeSegmenter:
             box = whole
         return box.grown(self.config.roi_margin_mm).clamped(self.config.max_roi_mm).intersect(whole)
 
-    def fine_probabilities(self, image: sitk.Image, box: Box) -> sitk.Image:
-        """Class probabilities on a fine world-aligned grid over ``box``, as a vector image."""
+    def fine_probabilities(self, image: sitk.Image, box: Box) -> tuple[np.ndarray, sitk.Image]:
+        """Class probabilities (C, z, y, x) on a fine world-aligned grid over ``box``, and that grid."""
         grid = grid_for_box(box, self.config.fine_spacing)
         fine_image = resample(image, grid, sitk.sitkLinear, pixel_type=sitk.sitkFloat32)
         array = normalize_intensity(sitk.GetArrayViewFromImage(fine_image))
         logits = predict_logits(self.networks.fine, array, self.config.fine_patch,
                                 self.config.single_pass_voxels, self.device)
-        probs = torch.softmax(logits, dim=0).cpu().numpy()  # (C, z, y, x)
-        vector = sitk.GetImageFromArray(np.moveaxis(probs, 0, -1), isVector=True)
-        return grid.apply_to(vector)
+        return torch.softmax(logits, dim=0).cpu().numpy(), fine_image
+
+    def labels_on_original_grid(self, probs: np.ndarray, fine_image: sitk.Image, image: sitk.Image,
+                                start, size) -> np.ndarray:
+        """Argmax of linearly interpolated probabilities on the original voxels of the block
+        (start, size). Each class is resampled only inside its own bounding box, keeping a running
+        maximum: a fraction of the time and memory of resampling every channel everywhere."""
+        block = sub_grid(image, start, size)
+        best = sitk.GetArrayFromImage(resample(_scalar(probs[0], fine_image), block, sitk.sitkLinear))
+        labels = np.zeros(best.shape, dtype=np.uint8)
+        for value in range(1, probs.shape[0]):
+            region = box_of_mask(probs[value] > 0.05, fine_image)
+            if region is None or probs[value].max() < 0.3:
+                continue
+            (bx, by, bz), (sx, sy, sz) = index_region(image, region.grown(max(self.config.fine_spacing)))
+            (x0, y0, z0) = start
+            # The class's box, clipped to the block, in block coordinates.
+            lo = np.maximum([bz - z0, by - y0, bx - x0], 0)
+            hi = np.minimum([bz - z0 + sz, by - y0 + sy, bx - x0 + sx], best.shape)
+            if np.any(hi <= lo):
+                continue
+            sub = sub_grid(image, (int(x0 + lo[2]), int(y0 + lo[1]), int(z0 + lo[0])),
+                           (int(hi[2] - lo[2]), int(hi[1] - lo[1]), int(hi[0] - lo[0])))
+            p = sitk.GetArrayViewFromImage(resample(_scalar(probs[value], fine_image), sub, sitk.sitkLinear))
+            window = tuple(slice(a, b) for a, b in zip(lo, hi))
+            wins = p > best[window]
+            best[window][wins] = p[wins]
+            labels[window][wins] = value
+        return labels
 
     # -- whole pipeline --------------------------------------------------------------------------
     def segment(self, image: sitk.Image) -> SegmentationResult:
@@ -125,7 +151,7 @@ class KneeSegmenter:
 
         t1 = time.perf_counter()
         box = self.joint_box(image, coarse_image, coarse_labels)
-        probs = self.fine_probabilities(image, box)
+        probs, fine_image = self.fine_probabilities(image, box)
         timings["fine_s"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
@@ -138,8 +164,7 @@ class KneeSegmenter:
         )
         # Inside it: fine probabilities, linearly onto the original voxels, then argmax.
         start, size = index_region(image, box)
-        fine_on_original = resample(probs, sub_grid(image, start, size), sitk.sitkLinear)
-        fine_labels = np.argmax(sitk.GetArrayViewFromImage(fine_on_original), axis=-1).astype(np.uint8)
+        fine_labels = self.labels_on_original_grid(probs, fine_image, image, start, size)
         (x0, y0, z0), (sx, sy, sz) = start, size
         labels[z0:z0 + sz, y0:y0 + sy, x0:x0 + sx] = fine_labels
         anatomical_cleanup(labels, self.schema)
@@ -149,3 +174,9 @@ class KneeSegmenter:
         timings["total_s"] = time.perf_counter() - t0
         return SegmentationResult(result, box, timings)
 
+
+
+def _scalar(array: np.ndarray, like: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+    image.CopyInformation(like)
+    return image

@@ -11,7 +11,7 @@ CONF_OPTIONS = {
     "fine_spacing": ("fine_spacing", "mm, 'x,y,z': the joint crop's pass, fine enough for cartilage (0.6,0.6,0.6)"),
     "coarse_filters": ("coarse_filters", "first-layer channels of the coarse SegResNet (8)"),
     "fine_filters": ("fine_filters", "first-layer channels of the fine SegResNet (16)"),
-    "max_roi_mm": ("max_roi_mm", "largest joint crop per axis, mm (120)"),
+    "max_roi_mm": ("max_roi_mm", "largest joint crop per axis, mm (100)"),
     "coarse_patch": ("coarse_patch", "training crop of the coarse network, voxels 'z,y,x' (96,96,96)"),
     "fine_patch": ("fine_patch", "training crop of the fine network, voxels 'z,y,x' (96,96,96)"),
 }
