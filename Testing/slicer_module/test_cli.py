@@ -1,0 +1,149 @@
+"""The ``kneeai`` command line against real servers: segment the real DESS into a Slicer segmentation
+file, segment a DICOM folder, submit, train, status, and clear errors with distinct exit codes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import SimpleITK as sitk
+
+import slicer
+from KneeAILib.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_SERVER_ERROR, EXIT_UNREACHABLE, main
+from KneeAILib.seg_nrrd import read_label_file
+from KneeAILib.terminology import parse_terminology_entry
+from KneeAILib.upload import JsonConsentStore, default_consent_file, upload_volume
+from KneeAILib.volume import read_dicom_echoes
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(autouse=True)
+def private_config(tmp_path, monkeypatch):
+    """Consent answers go to a folder of this test, not the user's ~/.config."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+@pytest.fixture(scope="module")
+def dess_segmentation(knee_server, dess_path, tmp_path_factory):
+    """``kneeai segment`` on the real DESS file, run once: (exit code, output path, stderr of the refusal)."""
+    out = tmp_path_factory.mktemp("cli") / "dess.seg.nrrd"
+    config = tmp_path_factory.mktemp("config")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CONFIG_HOME", str(config))
+        refused = main(["--server", knee_server, "segment", str(dess_path), "-o", str(out)])
+        refused_file = out.exists()
+        code = main(["--server", knee_server, "segment", str(dess_path), "-o", str(out), "--allow-upload"])
+    return refused, refused_file, code, out
+
+
+def test_segment_refuses_to_upload_without_consent(dess_segmentation, capsys):
+    refused, refused_file, _, _ = dess_segmentation
+    assert refused == EXIT_BAD_INPUT and not refused_file
+
+
+def test_segment_writes_a_seg_nrrd_with_the_schemas_names_and_colours(dess_segmentation, dess_path, schema):
+    import slicerio
+
+    _, _, code, out = dess_segmentation
+    assert code == EXIT_OK
+    segmentation = slicerio.read_segmentation(str(out))
+    segments = {s["name"]: s for s in segmentation["segments"]}
+    assert list(segments) == [s.name for s in schema.structures]
+    for structure in schema.structures:
+        segment = segments[structure.name]
+        assert segment["labelValue"] == structure.value
+        assert np.allclose(segment["color"], structure.color_float, atol=1e-5)
+        assert segment["terminology"]["type"] == [structure.type.scheme, structure.type.value, structure.type.meaning]
+        if structure.region is not None:
+            assert segment["terminology"]["anatomicRegion"][1] == structure.region.value
+    original = sitk.ReadImage(str(dess_path))
+    labels = sitk.ReadImage(str(out))
+    assert labels.GetSize() == original.GetSize()
+    assert np.allclose(labels.GetOrigin(), original.GetOrigin(), atol=1e-4)
+    assert np.allclose(labels.GetDirection(), original.GetDirection(), atol=1e-6)
+    assert set(np.unique(sitk.GetArrayViewFromImage(labels))) <= schema.allowed_values()
+
+
+def test_slicer_reads_the_seg_nrrd_with_names_colours_and_terminology(dess_segmentation, schema, scene):
+    _, _, _, out = dess_segmentation
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(out))
+    assert storage.ReadData(node)
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == len(schema.structures)
+    for structure in schema.structures:
+        segment = segmentation.GetSegment(structure.key)
+        assert segment.GetName() == structure.name
+        assert np.allclose(segment.GetColor(), structure.color_float, atol=1e-5)
+        assert parse_terminology_entry(segment.GetTerminology())["type"] == (
+            structure.type.scheme, structure.type.value, structure.type.meaning)
+
+
+def test_segment_a_dicom_folder_echo_to_a_label_map(knee_server, mese_dicom_path, tmp_path, schema):
+    out = tmp_path / "mese_echo2.nii.gz"
+    assert main(["--server", knee_server, "segment", str(mese_dicom_path), "--echo", "2", "-o", str(out),
+                 "--allow-upload"]) == EXIT_OK
+    echo2 = read_dicom_echoes(mese_dicom_path)[1][1]
+    labels = sitk.ReadImage(str(out))
+    assert labels.GetSize() == echo2.size
+    assert np.allclose(labels.GetOrigin(), echo2.origin, atol=1e-4)
+    assert labels.GetPixelID() == sitk.sitkUInt8
+    assert main(["--server", knee_server, "segment", str(mese_dicom_path), "--echo", "9", "-o", str(out)]) == EXIT_BAD_INPUT
+
+
+def test_info_next_and_status(knee_server, capsys):
+    assert main(["--server", knee_server, "info"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "Model version:" in out and "Femoral cartilage" in out and "knee_segmentation" in out
+    assert main(["--server", knee_server, "next"]) == EXIT_OK
+    image_id = capsys.readouterr().out.strip()
+    listing = requests.get(f"{knee_server}/datastore/", params={"output": "all"}, timeout=10).json()
+    assert image_id in listing["objects"]
+    assert main(["--server", knee_server, "status"]) == EXIT_OK
+    assert "Model in use:" in capsys.readouterr().out
+
+
+def test_submit_a_seg_nrrd_and_train(annotator_server, annotator_client, mese_dicom_path, tmp_path, capsys, schema):
+    consent = JsonConsentStore(default_consent_file())
+    consent.set_consent(annotator_server, True)
+    image_id = upload_volume(annotator_client, read_dicom_echoes(mese_dicom_path)[0][1], consent)
+    seg = tmp_path / "mese.seg.nrrd"
+    assert main(["--server", annotator_server, "segment", image_id, "-o", str(seg)]) == EXIT_OK
+    assert main(["--server", annotator_server, "submit", image_id, str(seg)]) == EXIT_OK
+    stored = sitk.ReadImage(str(annotator_client.download_label(image_id)))
+    assert np.array_equal(sitk.GetArrayFromImage(stored), read_label_file(seg, schema).array)
+
+    # A label that does not fit the image: the server's reason reaches the user, exit status 1.
+    wrong = tmp_path / "wrong.nii.gz"
+    sitk.WriteImage(sitk.Image([5, 5, 5], sitk.sitkUInt8), str(wrong))
+    capsys.readouterr()
+    assert main(["--server", annotator_server, "submit", image_id, str(wrong)]) == EXIT_SERVER_ERROR
+    assert "does not match its image" in capsys.readouterr().err
+
+    assert main(["--server", annotator_server, "train", "--epochs", "0"]) == EXIT_BAD_INPUT
+    assert main(["--server", annotator_server, "train", "--epochs", "1"]) == EXIT_OK
+    assert "Training started" in capsys.readouterr().out
+    annotator_client.train_stop()  # the test needs the request, not the CPU of a training run
+
+
+def test_bad_output_name_and_unreachable_server(tmp_path, capsys, dess_path):
+    assert main(["--server", "http://127.0.0.1:9", "segment", str(dess_path), "-o", str(tmp_path / "x.png")]) == EXIT_BAD_INPUT
+    assert ".seg.nrrd" in capsys.readouterr().err
+    assert main(["--server", "http://127.0.0.1:9", "status"]) == EXIT_UNREACHABLE
+    assert "Cannot reach the KneeAI server at http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_installed_console_script_runs():
+    script = shutil.which("kneeai", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the kneeai console script is not installed in this environment (pip install -e .)")
+    result = subprocess.run([script, "--server", "http://127.0.0.1:9", "info"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == EXIT_UNREACHABLE
+    assert "Cannot reach the KneeAI server" in result.stderr
