@@ -1,0 +1,70 @@
+"""Slicer segmentation files without Slicer: what KneeAILib writes Slicer reads, and back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import slicer
+from KneeAILib import mrml_adapter
+from KneeAILib.schema import SchemaError
+from KneeAILib.seg_nrrd import read_label_file, segment_extent, write_seg_nrrd
+from KneeAILib.volume import PixelVolume
+
+
+def small_labels(schema) -> PixelVolume:
+    labels = np.zeros((6, 8, 10), np.uint8)
+    labels[1:3, 2:5, 3:7] = schema.value_of("tibia")
+    labels[4, 6, 8] = schema.value_of("tibial_cartilage")
+    return PixelVolume(labels, (0.5, 0.5, 2.0), (3.0, 4.0, 5.0), (0, 0, 1, 1, 0, 0, 0, 1, 0))
+
+
+def test_extent_is_i_j_k_bounds():
+    mask = np.zeros((6, 8, 10), bool)
+    mask[1:3, 2:5, 3:7] = True
+    assert segment_extent(mask) == "3 6 2 4 1 2"
+    assert segment_extent(np.zeros((2, 2, 2), bool)) == "0 -1 0 -1 0 -1"
+
+
+def test_written_file_opens_in_slicer_with_groups_and_reads_back(tmp_path, schema, scene):
+    volume = small_labels(schema)
+    path = tmp_path / "small.seg.nrrd"
+    write_seg_nrrd(volume, schema, path)
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node)
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetSegment("tibial_cartilage").GetName() == schema.group_by_key["tibial_cartilage"].name
+    assert segmentation.GetNumberOfSegments() == len(schema.structures) + 1
+    back = read_label_file(path, schema)
+    assert np.array_equal(back.array, volume.array) and back.same_geometry(volume)
+
+
+def test_a_file_slicer_wrote_reads_back_with_schema_values(tmp_path, schema, scene):
+    volume = small_labels(schema)
+    volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "image")
+    node = mrml_adapter.segmentation_from_labels(scene, volume, schema, volume_node)
+    node.GetSegmentation().GetSegment("tibia").SetName("Tibia (checked)")  # renamed: the tag still says tibia
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    path = tmp_path / "slicer_wrote.seg.nrrd"
+    storage.SetFileName(str(path))
+    assert storage.WriteData(node)
+    back = read_label_file(path, schema)
+    assert np.array_equal(back.array, volume.array)
+    assert np.allclose(back.origin, volume.origin) and np.allclose(back.direction, volume.direction)
+
+    node.GetSegmentation().AddEmptySegment("mystery", "Mystery", (1, 1, 0))
+    mask = np.zeros(volume.array.shape, bool)
+    mask[0, 0, 0] = True
+    mrml_adapter.set_segment_mask(node, "mystery", mask, volume_node)
+    assert storage.WriteData(node)
+    with pytest.raises(SchemaError, match="Mystery"):
+        read_label_file(path, schema)
+
+
+def test_values_outside_the_schema_are_refused(tmp_path, schema):
+    volume = small_labels(schema)
+    with pytest.raises(SchemaError, match="13"):
+        write_seg_nrrd(volume.with_array(np.full(volume.array.shape, 13, np.uint8)), schema, tmp_path / "x.seg.nrrd")
+    assert not (tmp_path / "x.seg.nrrd").exists()
