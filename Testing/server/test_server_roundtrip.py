@@ -118,3 +118,43 @@ def test_training_round_writes_a_new_promoted_model_version(client, knee_server)
     # Inference now runs the promoted version.
     _, params = client.infer("knee_segmentation", "knee_phantom_003", {})
     assert params["model_version"] == info["model_version"]
+
+
+def test_uploaded_nrrd_volume_is_segmented_in_its_own_geometry(client, sample_studies, tmp_path):
+    image = sitk.ReadImage(str(sample_studies / "knee_phantom_001.nii.gz"))
+    # A different, oblique geometry, as a scanner would write it.
+    image.SetDirection(sitk.VersorTransform((0.0, 0.0, 1.0), 0.3).GetMatrix())
+    image.SetOrigin((10.0, -20.0, 5.5))
+    path = tmp_path / "uploaded_knee.nrrd"
+    sitk.WriteImage(image, str(path))
+    assert client.upload_image(str(path), image_id="uploaded_knee")["image"] == "uploaded_knee"
+
+    label_file, _ = client.infer("knee_segmentation", "uploaded_knee", {})
+    label = sitk.ReadImage(label_file)
+    assert label.GetSize() == image.GetSize()
+    np.testing.assert_allclose(label.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(label.GetDirection(), image.GetDirection(), atol=1e-6)
+
+
+def test_stopping_a_training_run_keeps_the_promoted_model(client, knee_server):
+    promoted_before = get_json(f"{knee_server}/info/")["model_version"]
+    client.train_start("knee_segmentation", {"max_epochs": 500, "iterations_per_epoch": 1, "init": "scratch"})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        stats = get_json(f"{knee_server}/info/")["train_stats"]["knee_segmentation"]
+        if stats.get("status") == "running" and stats.get("epoch", 0) >= 2:
+            break
+        time.sleep(1)
+    assert stats.get("status") == "running", stats
+    client.train_stop()
+    deadline = time.monotonic() + 60
+    while client.train_status(check_if_running=True) and time.monotonic() < deadline:
+        time.sleep(1)
+
+    info = get_json(f"{knee_server}/info/")
+    promoted = info["train_stats"]["knee_segmentation"]["promoted_version"]
+    assert promoted is not None
+    # The promoted model is whole and is what inference runs, whichever run wrote it.
+    _, params = client.infer("knee_segmentation", "knee_phantom_003", {})
+    assert params["model_version"] == promoted == info["model_version"]
+    assert promoted_before != "untrained"

@@ -79,10 +79,23 @@ def check_complete(path: Path, image: sitk.Image) -> None:
         if not inflater.eof:
             raise InputError(f"{path.name}: the file is truncated (compressed data ends early)")
         return
+    if not _stored_uncompressed(path):
+        return  # internally compressed NRRD/MetaImage: ITK's own decoder fails on cut-off data
     voxel_bytes = image.GetNumberOfComponentsPerPixel() * image.GetSizeOfPixelComponent() * int(np.prod(image.GetSize()))
-    if path.suffix in (".nii", ".mha", ".nrrd") and path.stat().st_size < voxel_bytes:
+    if path.stat().st_size < voxel_bytes:
         raise InputError(f"{path.name}: the file is truncated ({path.stat().st_size} bytes for {voxel_bytes} of voxels)")
 
+
+def _stored_uncompressed(path: Path) -> bool:
+    """True for files whose voxels follow the header as raw bytes (so the file size bounds them)."""
+    name = path.name.lower()
+    if name.endswith(".nii"):
+        return True
+    if name.endswith((".nrrd", ".mha")):
+        with path.open("rb") as f:
+            header = f.read(4096).decode("latin-1").lower()
+        return "encoding: raw" in header or "compresseddata = false" in header
+    return False
 
 def check_volume(image: sitk.Image, name: str) -> sitk.Image:
     """Rejects what cannot be a 3D knee MRI: 2D images, single slices, vectors, absurd sizes."""
