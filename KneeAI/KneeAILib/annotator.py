@@ -16,6 +16,7 @@ import numpy as np
 
 from .client import MODEL, KneeAIClient
 from .schema import KneeSchema
+from .upload import ConsentStore, upload_volume
 from .volume import PixelVolume, VolumeError, read_volume_file, write_volume_atomically
 
 
@@ -71,3 +72,11 @@ def submit_labels(client: KneeAIClient, image_id: str, labels: PixelVolume, imag
     with tempfile.TemporaryDirectory(prefix="kneeai-submit-") as tmp:
         path = write_volume_atomically(exact, Path(tmp) / "label.nii.gz")
         return client.save_label(image_id, path, tag=tag)
+
+
+def upload_and_propose(client: KneeAIClient, image_id: str | None, image: PixelVolume, consent: ConsentStore,
+                       schema: KneeSchema, model: str = MODEL) -> tuple[str, Proposal]:
+    """Segments a server image (``image_id``) or, when it has none, uploads ``image`` first (voxels and
+    geometry only, with the user's consent). Returns the image id and the proposal."""
+    image_id = image_id or upload_volume(client, image, consent)
+    return image_id, propose_segmentation(client, image_id, schema, model)

@@ -26,7 +26,7 @@ from pathlib import Path
 from .client import MODEL, BadResponse, KneeAIClient, ServerError, ServerUnreachable
 from .schema import KneeSchema, SchemaError
 from .seg_nrrd import read_label_file, write_seg_nrrd
-from .training import TrainingProgress
+from .training import fetch_training_progress
 from .upload import ConsentRequired, JsonConsentStore, default_consent_file
 from .volume import VolumeError, read_dicom_echoes, read_volume_file, write_volume_atomically
 
@@ -179,9 +179,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_status(args) -> int:
-    client = _client(args)
-    progress = TrainingProgress.from_server(client.info(), client.train_status(), args.model)
-    print("\n".join(progress.lines()))
+    print("\n".join(fetch_training_progress(_client(args), args.model).lines()))
     return EXIT_OK
 
 

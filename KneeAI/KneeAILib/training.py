@@ -60,6 +60,11 @@ class TrainingProgress:
         return out
 
 
+def fetch_training_progress(client, model: str = MODEL) -> TrainingProgress:
+    """Both questions to the server (a worker-thread job in Slicer)."""
+    return TrainingProgress.from_server(client.info(), client.train_status(), model)
+
+
 def _int(value) -> int | None:
     return int(value) if value is not None else None
 

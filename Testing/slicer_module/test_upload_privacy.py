@@ -56,9 +56,12 @@ def test_echoes_are_split_as_the_server_splits_them(mese_echoes, mese_dicom_path
 def test_upload_needs_consent_per_server(annotator_client, annotator_studies, mese_echoes, tmp_path):
     consent = JsonConsentStore(tmp_path / "consent.json")
     consent.set_consent("http://other-server:8000", True)  # consent to another server does not count
+    volume = mese_echoes[-1][1]  # an echo no other test uploads
+    before = sorted(annotator_studies.iterdir())
     with pytest.raises(ConsentRequired, match=annotator_client.server_url):
-        upload_volume(annotator_client, mese_echoes[0][1], consent)
-    assert not list(annotator_studies.glob("upload-*")), "an image was stored without consent"
+        upload_volume(annotator_client, volume, consent)
+    assert sorted(annotator_studies.iterdir()) == before, "something was stored without consent"
+    assert not list(annotator_studies.glob(f"{anonymous_image_id(volume)}*"))
 
 
 def test_stored_upload_has_no_dicom_header_field(annotator_client, annotator_studies, mese_echoes,
@@ -85,3 +88,16 @@ def test_stored_upload_has_no_dicom_header_field(annotator_client, annotator_stu
     for name, value in dicom_header_values.items():
         assert value.encode() not in raw, f"{name} ({value}) is in the stored file"
         assert value not in header_text, f"{name} is in the stored header"
+
+
+def test_a_local_volume_is_uploaded_then_segmented(annotator_client, mese_echoes, schema, tmp_path):
+    """What the module's Segment button does for a volume that did not come from the server."""
+    from KneeAILib.annotator import upload_and_propose
+
+    consent = JsonConsentStore(tmp_path / "consent.json")
+    consent.set_consent(annotator_client.server_url, True)
+    volume = mese_echoes[0][1]
+    image_id, proposal = upload_and_propose(annotator_client, None, volume, consent, schema)
+    assert image_id == anonymous_image_id(volume)
+    assert proposal.labels.same_geometry(volume)
+    assert set(np.unique(proposal.labels.array)) <= schema.allowed_values()

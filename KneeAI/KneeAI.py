@@ -1,0 +1,337 @@
+"""KneeAI: knee MRI segmentation with a MONAI Label server, corrected in Slicer.
+
+This file only wires Slicer to KneeAILib: the Widget connects the .ui to the Logic, the Logic moves
+data between MRML nodes and KneeAILib (network work runs in KneeAILib.jobs, polled from a QTimer, so
+Slicer never freezes), and KneeAITest checks the MRML side inside Slicer.
+"""
+
+import logging
+import os
+
+import numpy as np
+import qt
+import slicer
+import vtk
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+from KneeAILib import annotator, mrml_adapter
+from KneeAILib.client import KneeAIClient
+from KneeAILib.jobs import JobRunner
+from KneeAILib.schema import KneeSchema
+from KneeAILib.session import AnnotationSession, State
+from KneeAILib.training import fetch_training_progress
+from KneeAILib.upload import consent_key
+from KneeAILib.volume import PixelVolume
+
+SETTINGS = "KneeAI/"
+IMAGE_ID_ATTRIBUTE = "KneeAI.ImageId"  # set on volumes that came from (or went to) the server
+POLL_MS = 100
+TRAINING_POLL_TICKS = 50  # ask for training progress every 5 s
+
+
+class KneeAI(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("KneeAI")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.contributors = ["KneeAI contributors"]
+        self.parent.helpText = _("Segment knee MRI (bones, cartilages, menisci) with a KneeAI MONAI Label server, "
+                                 "correct the result with the Segment Editor and submit it so the model learns.")
+        self.parent.acknowledgementText = _("Built on 3D Slicer and MONAI Label.")
+
+
+@parameterNodeWrapper
+class KneeAIParameterNode:
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    segmentation: slicer.vtkMRMLSegmentationNode
+    strategy: str = "random"
+    epochs: int = 20
+
+
+class QSettingsConsentStore:
+    """Upload consent per server, kept in Slicer's settings (KneeAI/uploadConsent/<server>)."""
+
+    def _key(self, url):
+        return SETTINGS + "uploadConsent/" + consent_key(url).replace("/", "|")
+
+    def has_consent(self, url):
+        return qt.QSettings().value(self._key(url)) == "yes"
+
+    def set_consent(self, url, granted):
+        qt.QSettings().setValue(self._key(url), "yes" if granted else "no")
+
+
+class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self._parameterNode, self._ticks = None, 0
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/KneeAI.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = KneeAILogic(QSettingsConsentStore(), changed=self.updateGUI)
+        self.ui.serverUrlLineEdit.text = qt.QSettings().value(SETTINGS + "serverUrl", "http://127.0.0.1:8000")
+        for button, handler in ((self.ui.connectButton, self.onConnect), (self.ui.nextCaseButton, self.onNextCase),
+                                (self.ui.segmentButton, self.onSegment), (self.ui.submitButton, self.onSubmit),
+                                (self.ui.trainButton, self.onTrain), (self.ui.cancelButton, self.onCancel)):
+            button.connect("clicked(bool)", handler)
+        self.timer = qt.QTimer()  # results of background jobs are applied here, on the main thread
+        self.timer.connect("timeout()", self.onTick)
+        self.timer.start(POLL_MS)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, lambda *a: self.initializeParameterNode())
+        self.initializeParameterNode()
+        self.updateGUI()
+
+    def cleanup(self):
+        self.timer.stop()
+        self.logic.runner.shutdown()
+        self.removeObservers()
+
+    def initializeParameterNode(self):
+        self._parameterNode = KneeAIParameterNode(self.logic.getParameterNode())
+        self._parameterNode.connectGui(self.ui)
+
+    def _run(self, message, action):
+        with slicer.util.tryWithErrorDisplay(message, waitCursor=True):
+            action()
+
+    def _keepsEdits(self):
+        """True when there are unsubmitted edits and the user wants to keep them."""
+        return self.logic.session.state is State.EDITED and not slicer.util.confirmYesNoDisplay(
+            _("The current case has edits that are not submitted. Discard them?"))
+
+    def onConnect(self):
+        url = self.ui.serverUrlLineEdit.text.strip()
+        qt.QSettings().setValue(SETTINGS + "serverUrl", url)
+        self._run(_("Cannot connect to the server."),
+                  lambda: self.logic.connect(url, qt.QSettings().value(SETTINGS + "token") or None))
+
+    def onNextCase(self):
+        self._run(_("Cannot load the next case."),
+                  lambda: self._keepsEdits() or self.logic.nextCase(self._parameterNode))
+
+    def onSegment(self):
+        self._run(_("Cannot segment the volume."), self._segment)
+
+    def _segment(self):
+        volume, url = self._parameterNode.inputVolume, self.logic.client.server_url
+        if volume and volume.GetAttribute(IMAGE_ID_ATTRIBUTE) is None and not self.logic.consent.has_consent(url):
+            if not slicer.util.confirmYesNoDisplay(_("Send this image to {url}? Only its voxels and geometry are "
+                                                     "sent: no DICOM header, names or ids.").format(url=url)):
+                return
+            self.logic.consent.set_consent(url, True)
+        if not self._keepsEdits():
+            self.logic.segment(self._parameterNode)
+
+    def onSubmit(self):
+        self._run(_("Cannot submit the segmentation."), lambda: self.logic.submit(self._parameterNode))
+
+    def onTrain(self):
+        self._run(_("Cannot start or stop training."), lambda: self.logic.toggleTraining(self._parameterNode.epochs))
+
+    def onCancel(self):
+        self._run(_("Cannot cancel."), self.logic.cancel)
+
+    def onTick(self):
+        self._ticks += 1
+        with slicer.util.tryWithErrorDisplay(_("A background task failed."), waitCursor=False):
+            self.logic.poll(pollTraining=self._ticks % TRAINING_POLL_TICKS == 0)
+
+    def updateGUI(self, message=None, error=False):
+        session, progress, busy = self.logic.session, self.logic.training, self.logic.session.job is not None
+        connected = session.state is not State.DISCONNECTED
+        self.ui.nextCaseButton.enabled = connected and not busy
+        self.ui.segmentButton.enabled = connected and not busy and self._parameterNode.inputVolume is not None
+        self.ui.submitButton.enabled = session.can("submitted") and not busy
+        self.ui.trainButton.enabled, self.ui.cancelButton.enabled = connected, busy
+        self.ui.trainButton.text = _("Stop training") if progress and progress.running else _("Train")
+        self.ui.modelVersionLabel.text = session.model_version or _("(not connected)")
+        self.ui.trainingProgressBar.value = int(100 * progress.fraction) if progress else 0
+        self.ui.trainingLabel.text = "\n".join(progress.lines()) if progress else ""
+        self.ui.jobLabel.text = _("Running: {job}").format(job=session.job.kind) if busy else _("Idle")
+        self.ui.statusLabel.text = message or _("State: {state}").format(state=_(session.state.value))
+        if self.logic.shownVolume is not None:
+            slicer.util.setSliceViewerLayers(background=self.logic.shownVolume, fit=True)
+            self.logic.shownVolume = None
+        if error:
+            slicer.util.errorDisplay(message)
+
+
+class KneeAILogic(ScriptedLoadableModuleLogic):
+    """Moves data between MRML nodes and KneeAILib; reports back only through ``changed(message, error)``."""
+
+    def __init__(self, consent=None, changed=None):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.schema, self.consent = KneeSchema.load(), consent
+        self.changed = changed or (lambda message=None, error=False: None)
+        self.session, self.runner, self.client = AnnotationSession(), JobRunner(), None
+        self.caseImage = None  # the case as the server has it: a submitted label takes exactly its grid
+        self.training = self.shownVolume = self._trainingPoll = self._observed = None
+        self._applying = False  # True while the Logic itself fills a segmentation (that is not an edit)
+
+    def _start(self, kind, fn, *args, on_done):
+        def finished(result):
+            self.session.end_job()
+            on_done(result)
+            self.changed()
+
+        def failed(error):
+            self.session.end_job()
+            self.changed(_("{kind} failed: {error}").format(kind=kind, error=error), True)
+
+        self.session.begin_job(kind, self.runner.submit(kind, fn, *args, on_done=finished, on_error=failed))
+        self.changed()
+
+    def connect(self, url, token=None):
+        self.client = KneeAIClient(url, token=token)
+
+        def connected(info):
+            self.schema = KneeSchema.from_dict(info["knee_schema"])  # the server's schema decides the values
+            self.session.connect(url, str(info.get("model_version")))
+
+        self._start(_("connect"), self.client.info, on_done=connected)
+
+    def nextCase(self, parameterNode):
+        def loaded(case):
+            if case is None:
+                return self.changed(_("No case left to label."))
+            self.session.load_case(case.image_id, discard_edits=True)  # the Widget asked before starting
+            self.caseImage = case.image
+            volume = mrml_adapter.volume_node_from_pixels(slicer.mrmlScene, case.image, case.image_id)
+            volume.SetAttribute(IMAGE_ID_ATTRIBUTE, case.image_id)
+            parameterNode.inputVolume = self.shownVolume = volume
+
+        self._start(_("next case"), annotator.fetch_case, self.client, parameterNode.strategy, on_done=loaded)
+
+    def segment(self, parameterNode):
+        volume = parameterNode.inputVolume
+        image = mrml_adapter.pixels_from_volume_node(volume)  # read here, on the main thread
+
+        def proposed(result):
+            imageId, proposal = result
+            if imageId != self.session.image_id:
+                self.session.load_case(imageId, discard_edits=True)
+            volume.SetAttribute(IMAGE_ID_ATTRIBUTE, imageId)
+            self.caseImage, self._applying = image, True
+            try:
+                node = mrml_adapter.segmentation_from_labels(slicer.mrmlScene, proposal.labels, self.schema, volume,
+                                                             node=parameterNode.segmentation)
+            finally:
+                self._applying = False
+            node.SetName(f"{imageId} segmentation")
+            parameterNode.segmentation = node
+            self.session.segmented(proposal.model_version, discard_edits=True)
+            if self._observed is not node:  # any change of its voxels makes the session EDITED
+                node.AddObserver(slicer.vtkSegmentation.SourceRepresentationModified, lambda *a: self._edited())
+                self._observed = node
+
+        self._start(_("segment"), annotator.upload_and_propose, self.client, volume.GetAttribute(IMAGE_ID_ATTRIBUTE),
+                    image, self.consent, self.schema, on_done=proposed)
+
+    def _edited(self):
+        if not self._applying and self.session.can("edited"):
+            self.session.edited()
+
+    def submit(self, parameterNode):
+        export = mrml_adapter.require_known_segments(
+            mrml_adapter.labels_from_segmentation(parameterNode.segmentation, parameterNode.inputVolume, self.schema))
+        self._start(_("submit"), annotator.submit_labels, self.client, self.session.image_id, export.labels,
+                    self.caseImage, self.schema, on_done=lambda result: self.session.submitted())
+
+    def toggleTraining(self, epochs):
+        stop = self.training is not None and self.training.running
+        call = (self.client.train_stop,) if stop else (self.client.train_start, "knee_segmentation", {"max_epochs": epochs})
+        self.runner.submit(_("training request"), *call,
+                           on_done=lambda r: self.changed(_("Training stopped.") if stop else _("Training started.")),
+                           on_error=lambda e: self.changed(_("Training request failed: {e}").format(e=e), True))
+
+    def cancel(self):
+        if self.session.job:
+            self.runner.cancel(self.session.job.handle)
+            self.session.end_job()
+            self.changed(_("Cancelled: its result will be ignored."))
+
+    def poll(self, pollTraining=False):
+        self.runner.poll()
+        connected = self.client is not None and self.session.state is not State.DISCONNECTED
+        if pollTraining and connected and not (self._trainingPoll and self._trainingPoll.running):
+            self._trainingPoll = self.runner.submit(_("training progress"), fetch_training_progress, self.client,
+                                                    on_done=self._showTraining, on_error=logging.warning)
+
+    def _showTraining(self, progress):
+        self.training, self.session.model_version = progress, progress.model_version
+        self.changed()
+
+
+class KneeAITest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer (Developer mode: Reload and Test). Starts no server; the server part runs only
+    against the server named in KNEEAI_TEST_SERVER, and reads without writing anything there."""
+
+    def runTest(self):
+        for test in (self.test_label_map_segmentation_round_trip, self.test_world_clicks_under_transform):
+            slicer.mrmlScene.Clear()
+            test()
+        url = os.environ.get("KNEEAI_TEST_SERVER")
+        if url:
+            self.test_server_proposal(url)
+        else:
+            self.delayDisplay(_("Server part skipped: set KNEEAI_TEST_SERVER to a KneeAI server URL to run it."))
+
+    def _volume(self):
+        c, s = np.cos(0.4), np.sin(0.4)
+        array = np.random.default_rng(0).integers(0, 1000, (10, 12, 14)).astype(np.int16)
+        return PixelVolume(array, (0.5, 0.6, 1.5), (10.0, -5.0, 3.0), (c, -s, 0, s, c, 0, 0, 0, 1))
+
+    def test_label_map_segmentation_round_trip(self):
+        schema, image = KneeSchema.load(), self._volume()
+        labels = np.zeros(image.array.shape, np.uint8)
+        labels[2:5, 3:7, 4:9] = schema.value_of("femur")
+        labels[6:8, 3:7, 4:9] = schema.value_of("femoral_cartilage")
+        volume = mrml_adapter.volume_node_from_pixels(slicer.mrmlScene, image, "KneeAITest volume")
+        node = mrml_adapter.segmentation_from_labels(slicer.mrmlScene, image.with_array(labels), schema, volume)
+        self.assertEqual(node.GetSegmentation().GetSegment("femur").GetName(), "Femur")
+        self.assertEqual(node.GetSegmentation().GetNumberOfSegments(), len(schema.structures))
+        edit = mrml_adapter.segment_mask(node, "femur", volume)
+        edit[9, 0:2, 0:2], edit[2] = True, False  # paint and erase, as the Segment Editor would
+        mrml_adapter.set_segment_mask(node, "femur", edit, volume)
+        expected = np.where(labels == schema.value_of("femoral_cartilage"), labels, 0)
+        expected[edit] = schema.value_of("femur")
+        export = mrml_adapter.labels_from_segmentation(node, volume, schema)
+        self.assertTrue(np.array_equal(export.labels.array, expected))
+        self.assertTrue(export.labels.same_geometry(image))
+
+    def test_world_clicks_under_transform(self):
+        image = self._volume()
+        volume = mrml_adapter.volume_node_from_pixels(slicer.mrmlScene, image, "KneeAITest volume")
+        toWorld = np.array([[0, -1, 0, 25.0], [1, 0, 0, 0], [0, 0, 1, -7.0], [0, 0, 0, 1]])  # rotated, moved
+        transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+        transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(toWorld))
+        volume.SetAndObserveTransformNodeID(transform.GetID())
+        points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+        voxels = np.array([[1, 2, 3], [13, 11, 9]])
+        for voxel in voxels:
+            world = toWorld @ image.ijk_to_ras() @ np.array([*voxel, 1.0])
+            points.AddControlPointWorld(vtk.vtkVector3d(*world[:3]))
+        ijk, inside = mrml_adapter.world_points_to_ijk(points, volume)
+        self.assertTrue(np.array_equal(ijk, voxels) and inside.all())
+
+    def test_server_proposal(self, url):
+        client = KneeAIClient(url)
+        schema = KneeSchema.from_dict(client.info()["knee_schema"])
+        case = annotator.fetch_case(client, "random")
+        self.assertIsNotNone(case, "the server has no case to propose")
+        proposal = annotator.propose_segmentation(client, case.image_id, schema)
+        self.assertTrue(proposal.labels.same_geometry(case.image))
+        volume = mrml_adapter.volume_node_from_pixels(slicer.mrmlScene, case.image, case.image_id)
+        mrml_adapter.segmentation_from_labels(slicer.mrmlScene, proposal.labels, schema, volume)
+        self.delayDisplay(_("Server proposal for {id} shown (model {version}).").format(
+            id=case.image_id, version=proposal.model_version))
