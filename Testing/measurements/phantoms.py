@@ -87,3 +87,67 @@ class ShellPhantom:
         if self.kind == "cylinder":
             ok &= np.abs(points[:, 1] - self.center[1]) < 12.0 - rim_mm
         return ok
+
+
+@dataclass(frozen=True)
+class KneePhantom:
+    """A small, coarse right knee with every labelled part the measurements need (schema values).
+
+    Patient LPS mm before ``rotation_deg``/``shift_mm`` move the whole knee rigidly: superior +z,
+    anterior -y, patient left (= medial for this right knee) +x. Femoral condyles are spheres with a
+    2 mm cartilage shell, the tibial plates flat slabs (medial ``medial_thickness``, lateral 2.5 mm,
+    medial plate longer front to back), the patella a sphere with cartilage on its back.
+    ``hole_radius`` punches a full-thickness defect into the centre of the medial tibial plate.
+    """
+
+    spacing: tuple[float, float, float] = (0.7, 0.5, 0.5)
+    medial_thickness: float = 2.0
+    lateral_thickness: float = 2.5
+    hole_radius: float = 0.0
+    rotation_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    with_cartilage: bool = True
+    tibial_gap_mm: float = 0.0  # lift the tibial plates off the bone (a broken segmentation)
+
+    def rotation(self) -> np.ndarray:
+        return ShellPhantom("sphere", 1, 1, rotation_deg=self.rotation_deg).direction()
+
+    def image(self) -> sitk.Image:
+        spacing = np.array(self.spacing)
+        lo, hi = np.array([-48.0, -58.0, -16.0]), np.array([48.0, 26.0, 52.0])
+        size = np.ceil((hi - lo) / spacing).astype(int) + 1
+        rot = self.rotation()
+        centre = (lo + hi) / 2
+        direction = np.eye(3)  # grid axes stay patient axes; the anatomy is moved instead
+        origin = centre + np.array(self.shift_mm) - spacing * (size - 1) / 2
+        k, j, i = np.meshgrid(*(np.arange(n) for n in size[::-1]), indexing="ij")
+        ijk = np.stack([i.ravel(), j.ravel(), k.ravel()], axis=1).astype(float)
+        world = ijk * spacing + origin
+        # anatomy coordinates: undo the rigid motion of the knee
+        p = (world - np.array(self.shift_mm) - centre) @ rot + centre
+        x, y, z = p.T
+        labels = np.zeros(len(p), dtype=np.uint8)
+        for cx, cy in ((20.0, 0.0), (-20.0, -1.0)):  # medial, lateral condyle (lateral a little forward)
+            r = np.sqrt((x - cx) ** 2 + (y - cy) ** 2 + (z - 25) ** 2)
+            if self.with_cartilage:
+                labels[(r >= 18) & (r < 20) & (z < 30)] = 5
+            labels[r < 18] = 1
+        labels[(np.abs(x) < 32) & (np.abs(y + 2) < 14) & (z >= 25) & (z < 52)] = 1
+        tibia = ((x / 40) ** 2 + (y / 26) ** 2 <= 1) & (z < 0) & (z >= -16)
+        labels[tibia] = 2
+        if self.with_cartilage:
+            g = self.tibial_gap_mm
+            medial = (((x - 22) / 14) ** 2 + (y / 21) ** 2 <= 1) & (z >= g) & (z < g + self.medial_thickness)
+            lateral = (((x + 22) / 14) ** 2 + (y / 16) ** 2 <= 1) & (z >= g) & (z < g + self.lateral_thickness)
+            if self.hole_radius > 0:
+                medial &= (x - 22) ** 2 + y ** 2 > self.hole_radius ** 2
+            labels[medial | lateral] = 20
+        r = np.sqrt(x ** 2 + (y + 40) ** 2 + (z - 38) ** 2)
+        if self.with_cartilage:
+            labels[(r >= 10) & (r < 12.5) & ((y + 40) / np.maximum(r, 1e-9) > 0.6)] = 8
+        labels[r < 10] = 3
+        img = sitk.GetImageFromArray(labels.reshape(size[::-1]))
+        img.SetSpacing(tuple(float(s) for s in spacing))
+        img.SetOrigin(tuple(origin))
+        img.SetDirection(tuple(direction.ravel()))
+        return img

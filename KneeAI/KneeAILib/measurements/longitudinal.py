@@ -30,6 +30,7 @@ class VisitComparison:
     rows: list[dict]
     change_maps: dict[str, np.ndarray]  # per plate: change (mm) per visit-1 vertex, NaN where unmatched
     bone_transforms: dict[str, list[float]] = field(default_factory=dict)  # 4x4 visit1 -> visit2, row-major
+    plate_transforms: dict[str, list[float]] = field(default_factory=dict)  # refined on each plate's bone
     registration_error_mm: dict[str, float] = field(default_factory=dict)
 
     def row(self, structure: str, region: str = "all") -> dict:
@@ -41,6 +42,7 @@ class VisitComparison:
     def to_dict(self) -> dict:
         return {"units": {"change": "mm (visit 2 - visit 1)"}, "regions": self.rows,
                 "bone_transforms_visit1_to_visit2_lps": self.bone_transforms,
+                "plate_bone_transforms_visit1_to_visit2_lps": self.plate_transforms,
                 "bone_surface_distance_after_alignment_mm": self.registration_error_mm}
 
 
@@ -52,6 +54,7 @@ def compare_visits(labels1: LabelMap, m1: KneeMeasurement, labels2: LabelMap, m2
     transforms: dict[str, np.ndarray] = {}
     errors: dict[str, float] = {}
     change_maps: dict[str, np.ndarray] = {}
+    plate_transforms: dict[str, list[float]] = {}
     rows: list[dict] = []
     for name, p1 in m1.plates.items():
         if name not in m2.plates:
@@ -59,16 +62,23 @@ def compare_visits(labels1: LabelMap, m1: KneeMeasurement, labels2: LabelMap, m2
         bone, value = BONE_OF[name]
         if bone not in transforms:
             transforms[bone] = align_bone(labels1, labels2, value)
-        matrix = transforms[bone]
         p2 = m2.plates[name]
+        # Refine on this plate's own bone surface (ICP), which the volume registration only gets to
+        # within a fraction of its 1 mm grid; cut faces of the measuring crop are left out.
+        matrix = refine_on_surface(p1.thickness.vertices[~p1.thickness.at_crop_edge],
+                                   p2.thickness.vertices[~p2.thickness.at_crop_edge], transforms[bone])
         mapped = p1.thickness.vertices @ matrix[:3, :3].T + matrix[:3, 3]
         t2_all = np.where(p2.thickness.covered, p2.thickness.thickness, 0.0)
-        nearest, dist = nearest_points(p2.thickness.vertices, mapped)
-        errors.setdefault(bone, float(np.median(dist[p1.in_plate])))
+        nearest = np.zeros(len(mapped), dtype=np.int64)
+        dist = np.full(len(mapped), np.inf)
+        nearest[p1.in_plate], dist[p1.in_plate] = nearest_points(p2.thickness.vertices, mapped[p1.in_plate],
+                                                                 cell_mm=0.3)
+        errors[name] = float(np.median(dist[p1.in_plate]))
         t1 = np.where(p1.thickness.covered, p1.thickness.thickness, 0.0)
         change = np.where(p1.in_plate & p2.in_plate[nearest] & (dist <= MATCH_DISTANCE_MM),
                           t2_all[nearest] - t1, np.nan)
         change_maps[name] = change
+        plate_transforms[name] = matrix.ravel().tolist()
         for r1 in (r for r in m1.rows if r["structure"] == name):
             r2 = m2.row(name, r1["region"])
             sel = (p1.region == r1["region"]) if r1["region"] != "all" else p1.in_plate
@@ -84,7 +94,37 @@ def compare_visits(labels1: LabelMap, m1: KneeMeasurement, labels2: LabelMap, m2
             })
     return VisitComparison(rows=rows, change_maps=change_maps,
                            bone_transforms={k: v.ravel().tolist() for k, v in transforms.items()},
-                           registration_error_mm=errors)
+                           plate_transforms=plate_transforms, registration_error_mm=errors)
+
+
+def refine_on_surface(source: np.ndarray, target: np.ndarray, matrix: np.ndarray, iterations: int = 20,
+                      reject_mm: float = 2.0, max_points: int = 5000) -> np.ndarray:
+    """Point-to-point ICP from an initial 4x4 transform; source/target are bone-surface points (mm)."""
+    step = max(1, len(source) // max_points)
+    src = source[::step]
+    # one target point per 0.5 mm cell keeps the candidate lists short without losing accuracy
+    _, keep_one = np.unique(np.floor(target / 0.5).astype(np.int64), axis=0, return_index=True)
+    target = target[keep_one]
+    m = matrix.copy()
+    for _ in range(iterations):
+        moved = src @ m[:3, :3].T + m[:3, 3]
+        idx, dist = nearest_points(target, moved, cell_mm=1.0)
+        keep = dist < reject_mm
+        if keep.sum() < 10:
+            break
+        a, b = src[keep], target[idx[keep]]
+        ca, cb = a.mean(axis=0), b.mean(axis=0)
+        u, _, vt = np.linalg.svd((a - ca).T @ (b - cb))
+        d = np.sign(np.linalg.det(vt.T @ u.T))
+        rot = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+        new = np.eye(4)
+        new[:3, :3] = rot
+        new[:3, 3] = cb - rot @ ca
+        change = np.abs(new - m).max()
+        m = new
+        if change < 1e-5:
+            break
+    return m
 
 
 def align_bone(labels1: LabelMap, labels2: LabelMap, bone_value: int, spacing_mm: float = 1.0) -> np.ndarray:
@@ -129,17 +169,18 @@ def _bone_image(labels: LabelMap, value: int, spacing_mm: float) -> sitk.Image:
 
 
 def nearest_points(points: np.ndarray, queries: np.ndarray, cell_mm: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Index of (approximately, within one cell) the nearest of ``points`` to each query, and distance.
+    """Index of the nearest of ``points`` to each query and its distance (mm), for matches within
+    ``cell_mm``; farther queries get the best point of the 27 cells around them, or inf.
 
-    A hash grid of ``cell_mm`` cells: each query looks in its own and the 26 neighbouring cells, so
-    matches up to ``cell_mm`` away are exact and farther ones are reported as farther (then rejected).
+    A hash grid of ``cell_mm`` cells (no scipy): all candidates of the 27 neighbouring cells are
+    expanded into one flat array per offset and the closest is kept per query.
     """
     cells = np.floor(points / cell_mm).astype(np.int64)
     lo = cells.min(axis=0) - 2
     dims = cells.max(axis=0) - lo + 3
     key = _cell_key(cells - lo, dims)
     order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
+    unique_keys, run_start, run_count = np.unique(key[order], return_index=True, return_counts=True)
     qcell = np.floor(queries / cell_mm).astype(np.int64) - lo
     best = np.zeros(len(queries), dtype=np.int64)
     best_d = np.full(len(queries), np.inf)
@@ -147,21 +188,22 @@ def nearest_points(points: np.ndarray, queries: np.ndarray, cell_mm: float = 0.5
         c = qcell + offset
         inside = np.all((c >= 0) & (c < dims), axis=1)
         k = _cell_key(np.clip(c, 0, dims - 1), dims)
-        first = np.searchsorted(sorted_key, k)
-        # every point of the cell: walk the run of equal keys (a few points per cell at most)
-        pos = first.copy()
-        while True:
-            valid = inside & (pos < len(sorted_key))
-            valid[valid] &= sorted_key[pos[valid]] == k[valid]
-            if not valid.any():
-                break
-            cand = order[pos[valid]]
-            d = np.linalg.norm(points[cand] - queries[valid], axis=1)
-            better = d < best_d[valid]
-            idx = np.flatnonzero(valid)[better]
-            best[idx] = cand[better]
-            best_d[idx] = d[better]
-            pos = pos + 1
+        pos = np.minimum(np.searchsorted(unique_keys, k), len(unique_keys) - 1)
+        found = inside & (unique_keys[pos] == k)
+        count = np.where(found, run_count[pos], 0)
+        total = int(count.sum())
+        if total == 0:
+            continue
+        query = np.repeat(np.arange(len(queries)), count)
+        within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+        cand = order[np.repeat(run_start[pos], count) + within]
+        d = np.linalg.norm(points[cand] - queries[query], axis=1)
+        pick = np.lexsort((d, query))
+        first = np.r_[True, query[pick][1:] != query[pick][:-1]]
+        q, dq, cq = query[pick][first], d[pick][first], cand[pick][first]
+        better = dq < best_d[q]
+        best[q[better]] = cq[better]
+        best_d[q[better]] = dq[better]
     return best, best_d
 
 

@@ -88,7 +88,8 @@ def measure_knee(labels: LabelMap, *, side: str | None = None, working_spacing: 
                              cartilage_mask=masks[name])
         denuded = enclosed_uncovered(pt.triangles, pt.covered, pt.at_crop_edge)
         in_plate = pt.covered | denuded
-        rule = SubregionRule(name, frame, pt.vertices[in_plate], pt.area[in_plate], femur_centre, plate_extent)
+        rule = SubregionRule(name, frame, pt.vertices[in_plate], pt.area[in_plate], femur_centre, plate_extent,
+                             pt.cartilage_points)
         region = np.full(len(pt.vertices), "", dtype="<U4")
         region[in_plate] = rule.assign(pt.vertices[in_plate])
         voxel_region = rule.assign(pt.cartilage_points)

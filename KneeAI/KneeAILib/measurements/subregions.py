@@ -37,13 +37,17 @@ class SubregionRule:
 
     def __init__(self, structure: str, frame: KneeFrame, surface_points: np.ndarray,
                  surface_area: np.ndarray, femur_centre: np.ndarray | None = None,
-                 tibial_ap_extent: dict[str, tuple[float, float]] | None = None):
+                 tibial_ap_extent: dict[str, tuple[float, float]] | None = None,
+                 cartilage_points: np.ndarray | None = None):
         self.structure = structure
         self.frame = frame
         q = frame.coordinates(surface_points)
         if structure in ("medial_tibial_cartilage", "lateral_tibial_cartilage"):
-            self.centre = _weighted_mean(q[:, :2], surface_area)
-            self.half = np.array([np.subtract(*np.percentile(q[:, i], [97.5, 2.5])) / 2 for i in (0, 1)])
+            # Centre and extent from the cartilage's volume: the thin rim, which comes and goes with
+            # the voxel grid, moves them far less than it moves an area-weighted surface outline.
+            v = frame.coordinates(cartilage_points)[:, :2] if cartilage_points is not None else q[:, :2]
+            self.centre = v.mean(axis=0)
+            self.half = np.array([np.subtract(*np.percentile(v[:, i], [97.5, 2.5])) / 2 for i in (0, 1)])
             rn = np.linalg.norm((q[:, :2] - self.centre) / self.half, axis=1)
             self.central_radius = _weighted_quantile(rn, surface_area, TIBIAL_CENTRAL_FRACTION)
             self.exterior_sign = 1.0 if structure == "medial_tibial_cartilage" else -1.0

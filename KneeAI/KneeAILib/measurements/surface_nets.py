@@ -94,6 +94,10 @@ def surface_nets(field: np.ndarray, level: float = 0.5) -> tuple[np.ndarray, np.
         triangles.append(q[:, [0, 1, 2]])
         triangles.append(q[:, [0, 2, 3]])
     tris = np.concatenate(triangles) if triangles else np.zeros((0, 3), dtype=np.int64)
+    # Where the field is exactly ``level`` at grid points, two vertices of a quad can coincide: drop
+    # the zero-area halves (STL readers would, and they carry no surface).
+    a, b, c = (vertices[tris[:, i]] for i in range(3))
+    tris = tris[np.linalg.norm(np.cross(b - a, c - a), axis=1) > 1e-9]
     return vertices, tris
 
 

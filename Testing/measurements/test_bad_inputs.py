@@ -1,0 +1,60 @@
+"""Inputs that cannot be measured get a typed error whose message says what is wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from phantoms import KneePhantom
+
+from KneeAILib.measurements import (CartilageNotOnBoneError, LabelMap, MissingBoneError, NoCartilageError,
+                                    UnknownLabelError, measure_knee)
+from KneeAILib.measurements.cli import main
+
+
+def _image(array: np.ndarray, like: sitk.Image) -> sitk.Image:
+    img = sitk.GetImageFromArray(array)
+    img.CopyInformation(like)
+    return img
+
+
+def test_label_map_without_cartilage():
+    labels = LabelMap.from_image(KneePhantom(with_cartilage=False).image())
+    with pytest.raises(NoCartilageError, match="no cartilage"):
+        measure_knee(labels)
+
+
+def test_cartilage_not_touching_its_bone():
+    labels = LabelMap.from_image(KneePhantom(tibial_gap_mm=2.0).image())
+    with pytest.raises(CartilageNotOnBoneError, match="does not touch its bone"):
+        measure_knee(labels)
+
+
+def test_unknown_label_value_names_the_value_and_the_conventions():
+    img = KneePhantom().image()
+    array = sitk.GetArrayFromImage(img)
+    array[0, 0, :3] = 42
+    with pytest.raises(UnknownLabelError, match=r"\[42\].*oai_zib"):
+        LabelMap.from_image(_image(array, img))
+
+
+def test_wrong_convention_is_reported_not_silently_mapped():
+    # schema value 20 (unsplit tibial cartilage) has no meaning in OAI-ZIB's convention
+    with pytest.raises(UnknownLabelError, match="20"):
+        LabelMap.from_image(KneePhantom().image(), "oai_zib")
+
+
+def test_missing_bone_for_the_frame():
+    img = KneePhantom().image()
+    array = sitk.GetArrayFromImage(img)
+    array[array == 1] = 0  # no femur
+    with pytest.raises(MissingBoneError, match="femur"):
+        measure_knee(LabelMap.from_image(_image(array, img)))
+
+
+def test_cli_reports_bad_input_with_exit_status_2(tmp_path, capsys):
+    path = tmp_path / "no_cartilage.nii.gz"
+    sitk.WriteImage(KneePhantom(with_cartilage=False).image(), str(path))
+    assert main(["measure", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "no cartilage" in capsys.readouterr().err
+    assert main(["measure", str(tmp_path / "missing.nii.gz")]) == 2
