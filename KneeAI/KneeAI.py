@@ -273,18 +273,23 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
 
 
 class KneeAITest(ScriptedLoadableModuleTest):
-    """Runs inside Slicer (Developer mode: Reload and Test). Starts no server; the server part runs only
-    against the server named in KNEEAI_TEST_SERVER, and reads without writing anything there."""
+    """Runs inside Slicer: "Reload and Test" calls runTest; ctest and slicer.testing.runUnitTest run each
+    test_ method. Starts no server; the server part runs only against KNEEAI_TEST_SERVER, submitting nothing."""
+
+    SERVER_SKIPPED = "Server part skipped: set KNEEAI_TEST_SERVER to a KneeAI server URL to run it."
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
 
     def runTest(self):
         for test in (self.test_label_map_segmentation_round_trip, self.test_world_clicks_under_transform):
-            slicer.mrmlScene.Clear()
+            self.setUp()
             test()
-        url = os.environ.get("KNEEAI_TEST_SERVER")
-        if url:
-            self.test_server_proposal(url)
+        if os.environ.get("KNEEAI_TEST_SERVER"):
+            self.setUp()
+            self.test_server_proposal()
         else:
-            self.delayDisplay(_("Server part skipped: set KNEEAI_TEST_SERVER to a KneeAI server URL to run it."))
+            self.delayDisplay(_(self.SERVER_SKIPPED))
 
     def _volume(self):
         c, s = np.cos(0.4), np.sin(0.4)
@@ -324,8 +329,10 @@ class KneeAITest(ScriptedLoadableModuleTest):
         ijk, inside = mrml_adapter.world_points_to_ijk(points, volume)
         self.assertTrue(np.array_equal(ijk, voxels) and inside.all())
 
-    def test_server_proposal(self, url):
-        client = KneeAIClient(url)
+    def test_server_proposal(self):
+        if not os.environ.get("KNEEAI_TEST_SERVER"):
+            self.skipTest(self.SERVER_SKIPPED)
+        client = KneeAIClient(os.environ["KNEEAI_TEST_SERVER"])
         schema = KneeSchema.from_dict(client.info()["knee_schema"])
         case = annotator.fetch_case(client, "random")
         self.assertIsNotNone(case, "the server has no case to propose")

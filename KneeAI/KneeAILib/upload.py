@@ -82,7 +82,11 @@ def anonymous_image_id(volume: PixelVolume) -> str:
     volume always gets the same id (so uploading it twice finds the first copy)."""
     digest = hashlib.sha256()
     digest.update(str(volume.array.dtype).encode())
-    digest.update(repr((volume.array.shape, volume.spacing, volume.origin, volume.direction)).encode())
+    # Plain ints and floats: numpy 2 writes its scalars differently (np.float64(0.5)), and the same
+    # volume must get the same id whichever numpy the client runs.
+    geometry = (tuple(int(n) for n in volume.array.shape),
+                *(tuple(float(v) for v in values) for values in (volume.spacing, volume.origin, volume.direction)))
+    digest.update(repr(geometry).encode())
     digest.update(volume.array.tobytes())
     return "upload-" + digest.hexdigest()[:16]
 
