@@ -147,3 +147,9 @@ def test_installed_console_script_runs():
     result = subprocess.run([script, "--server", "http://127.0.0.1:9", "info"], capture_output=True, text=True, timeout=60)
     assert result.returncode == EXIT_UNREACHABLE
     assert "Cannot reach the KneeAI server" in result.stderr
+
+
+def test_measure_subcommand_is_wired(tmp_path, capsys):
+    pytest.importorskip("KneeAILib.measurements.cli", reason="the measurements package is not installed")
+    assert main(["measure", str(tmp_path / "missing.nii.gz")]) == EXIT_BAD_INPUT
+    assert "missing.nii.gz" in capsys.readouterr().err
