@@ -25,7 +25,7 @@ from KneeAILib.jobs import JobRunner
 from KneeAILib.schema import KneeSchema
 from KneeAILib.session import AnnotationSession, State
 from KneeAILib.training import fetch_training_progress
-from KneeAILib.upload import consent_key
+from KneeAILib.upload import SettingsConsentStore
 from KneeAILib.volume import PixelVolume
 
 SETTINGS = "KneeAI/"
@@ -53,19 +53,6 @@ class KneeAIParameterNode:
     epochs: int = 20
 
 
-class QSettingsConsentStore:
-    """Upload consent per server, kept in Slicer's settings (KneeAI/uploadConsent/<server>)."""
-
-    def _key(self, url):
-        return SETTINGS + "uploadConsent/" + consent_key(url).replace("/", "|")
-
-    def has_consent(self, url):
-        return qt.QSettings().value(self._key(url)) == "yes"
-
-    def set_consent(self, url, granted):
-        qt.QSettings().setValue(self._key(url), "yes" if granted else "no")
-
-
 class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -78,7 +65,9 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = KneeAILogic(QSettingsConsentStore(), changed=self.updateGUI)
+        settings = qt.QSettings()
+        consent = SettingsConsentStore(settings.value, settings.setValue, SETTINGS + "uploadConsent/")
+        self.logic = KneeAILogic(consent, changed=self.updateGUI)
         self.ui.serverUrlLineEdit.text = qt.QSettings().value(SETTINGS + "serverUrl", "http://127.0.0.1:8000")
         for button, handler in ((self.ui.connectButton, self.onConnect), (self.ui.nextCaseButton, self.onNextCase),
                                 (self.ui.segmentButton, self.onSegment), (self.ui.submitButton, self.onSubmit),
@@ -249,7 +238,8 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
 
     def toggleTraining(self, epochs):
         stop = self.training is not None and self.training.running
-        call = (self.client.train_stop,) if stop else (self.client.train_start, "knee_segmentation", {"max_epochs": epochs})
+        call = ((self.client.train_stop,) if stop else
+                (self.client.train_start, "knee_segmentation", {"max_epochs": epochs}))
         self.runner.submit(_("training request"), *call,
                            on_done=lambda r: self.changed(_("Training stopped.") if stop else _("Training started.")),
                            on_error=lambda e: self.changed(_("Training request failed: {e}").format(e=e), True))
@@ -291,9 +281,8 @@ class KneeAITest(ScriptedLoadableModuleTest):
         else:
             self.delayDisplay(_(self.SERVER_SKIPPED))
 
-    def _volume(self):
-        c, s = np.cos(0.4), np.sin(0.4)
-        array = np.random.default_rng(0).integers(0, 1000, (10, 12, 14)).astype(np.int16)
+    def _volume(self):  # oblique (23 degrees about S), anisotropic, off-origin
+        array, c, s = np.random.default_rng(0).integers(0, 999, (10, 12, 14)).astype(np.int16), np.cos(0.4), np.sin(0.4)
         return PixelVolume(array, (0.5, 0.6, 1.5), (10.0, -5.0, 3.0), (c, -s, 0, s, c, 0, 0, 0, 1))
 
     def test_label_map_segmentation_round_trip(self):

@@ -15,7 +15,9 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,13 @@ class KneeAIClient:
         self.download_dir = Path(download_dir) if download_dir else Path(tempfile.gettempdir()) / "kneeai"
         self.connect_timeout = connect_timeout
         self.retries = retries
-        self._http = requests.Session()
+        self._local = threading.local()  # one requests.Session per thread: jobs run on worker threads
+
+    @property
+    def _http(self) -> requests.Session:
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session
 
     # -- the API -------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -83,7 +91,8 @@ class KneeAIClient:
     def next_sample(self, strategy: str = "random", client_id: str | None = None) -> dict[str, Any] | None:
         """The case the strategy wants labelled next ({"id": ..., ...}), or None when none is left."""
         body = {"client_id": client_id} if client_id else {}
-        result = self._json(self._request("POST", f"/activelearning/{_safe_path(strategy)}", INFER_TIMEOUT_S, json=body))
+        path = f"/activelearning/{_safe_path(strategy)}"
+        result = self._json(self._request("POST", path, INFER_TIMEOUT_S, json=body))
         if not result:
             return None
         if not isinstance(result, dict) or not result.get("id"):
@@ -214,7 +223,8 @@ class KneeAIClient:
         if not content:
             raise BadResponse(f"The server sent an empty file for {name}")
         self.download_dir.mkdir(parents=True, exist_ok=True)
-        destination = self.download_dir / name
+        # A unique part in every name: jobs, and other clients sharing the folder, never collide.
+        destination = self.download_dir / f"{uuid.uuid4().hex[:8]}_{name}"
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.download_dir)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -231,7 +241,8 @@ def parse_multipart(response: requests.Response) -> dict[str, tuple[str | None, 
     content_type = response.headers.get("content-type", "")
     match = re.search(r'boundary="?([^";]+)"?', content_type)
     if "multipart" not in content_type or not match:
-        raise BadResponse(f"Expected a multipart answer, got {content_type or 'no content type'}: {response.text[:200]!r}")
+        raise BadResponse(f"Expected a multipart answer, got {content_type or 'no content type'}: "
+                          f"{response.text[:200]!r}")
     delimiter = b"--" + match.group(1).encode()
     parts: dict[str, tuple[str | None, bytes]] = {}
     for chunk in response.content.split(delimiter)[1:]:
@@ -244,7 +255,8 @@ def parse_multipart(response: requests.Response) -> dict[str, tuple[str | None, 
         name = re.search(r'name="([^"]*)"', headers)
         filename = re.search(r'filename="([^"]*)"', headers)
         if name:
-            parts[name.group(1)] = (filename.group(1) if filename else None, body[:-2] if body.endswith(b"\r\n") else body)
+            content = body[:-2] if body.endswith(b"\r\n") else body  # the CRLF before the next delimiter
+            parts[name.group(1)] = (filename.group(1) if filename else None, content)
     return parts
 
 

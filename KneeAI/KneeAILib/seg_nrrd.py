@@ -84,7 +84,8 @@ def read_label_file(path, schema: KneeSchema) -> PixelVolume:
     layers = sitk.GetArrayFromImage(image)
     if image.GetNumberOfComponentsPerPixel() == 1:
         layers = layers[..., None]  # one layer: (k, j, i) -> (k, j, i, 1)
-    geometry = PixelVolume.from_sitk(sitk.VectorIndexSelectionCast(image, 0) if image.GetNumberOfComponentsPerPixel() > 1 else image)
+    first_layer = sitk.VectorIndexSelectionCast(image, 0) if image.GetNumberOfComponentsPerPixel() > 1 else image
+    geometry = PixelVolume.from_sitk(first_layer)
     out = np.zeros(layers.shape[:3], dtype=np.uint8)
     unknown = []
     index = 0

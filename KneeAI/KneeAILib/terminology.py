@@ -54,8 +54,9 @@ def parse_terminology_entry(text: str) -> dict[str, tuple[str, str, str] | str |
         parts = value.split("^")
         return tuple(parts) if len(parts) == 3 and any(parts) else None
 
-    return {"context": fields[0], "category": code(fields[1]), "type": code(fields[2]), "type_modifier": code(fields[3]),
-            "region_context": fields[4], "region": code(fields[5]), "region_modifier": code(fields[6])}
+    return {"context": fields[0], "category": code(fields[1]), "type": code(fields[2]),
+            "type_modifier": code(fields[3]), "region_context": fields[4], "region": code(fields[5]),
+            "region_modifier": code(fields[6])}
 
 
 def schema_items(schema: KneeSchema) -> list[Structure | Group]:

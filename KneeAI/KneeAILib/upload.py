@@ -72,6 +72,22 @@ class JsonConsentStore:
         os.replace(tmp, self.path)
 
 
+class SettingsConsentStore:
+    """Consent per server in any key-value settings store: Slicer passes QSettings' value/setValue."""
+
+    def __init__(self, read, write, prefix: str = "KneeAI/uploadConsent/"):
+        self.read, self.write, self.prefix = read, write, prefix
+
+    def _key(self, server_url: str) -> str:
+        return self.prefix + consent_key(server_url).replace("/", "|")  # '/' would nest settings groups
+
+    def has_consent(self, server_url: str) -> bool:
+        return str(self.read(self._key(server_url))) == "yes"
+
+    def set_consent(self, server_url: str, granted: bool) -> None:
+        self.write(self._key(server_url), "yes" if granted else "no")
+
+
 def default_consent_file() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "kneeai" / "upload_consent.json"

@@ -163,7 +163,8 @@ def _sorted_along_normal(names: list[str]) -> list[str]:
     return [name for _, name in sorted(keyed)]
 
 
-def write_volume_atomically(volume: PixelVolume, destination: str | Path, metadata: dict[str, str] | None = None) -> Path:
+def write_volume_atomically(volume: PixelVolume, destination: str | Path,
+                            metadata: dict[str, str] | None = None) -> Path:
     """Writes voxels and geometry to a temporary file beside ``destination``, then renames. The only
     header fields are ``metadata`` (e.g. a .seg.nrrd's segment fields), never any the source carried."""
     destination = Path(destination)

@@ -72,7 +72,8 @@ def round_trip(annotator_client, schema):
     expected[mask & ~edited_mask] = 0
     expected[block] = value
 
-    export = mrml_adapter.require_known_segments(mrml_adapter.labels_from_segmentation(segmentation_node, volume_node, schema))
+    export = mrml_adapter.require_known_segments(
+        mrml_adapter.labels_from_segmentation(segmentation_node, volume_node, schema))
     annotator.submit_labels(annotator_client, case.image_id, export.labels, case.image, schema)
     session.submitted()
     stored_path = annotator_client.download_label(case.image_id, "final")

@@ -91,7 +91,8 @@ def test_a_server_that_is_not_kneeai_gives_bad_response(other_server):
 
 def test_token_is_sent_and_only_gets_are_retried(other_server):
     server, url = other_server
-    RecordingHandler.status, RecordingHandler.body, RecordingHandler.content_type = 503, b'{"detail": "busy"}', "application/json"
+    handler = RecordingHandler
+    handler.status, handler.body, handler.content_type = 503, b'{"detail": "busy"}', "application/json"
     try:
         client = KneeAIClient(url, token="s3cret", retries=2)
         with pytest.raises(ServerError) as error:
@@ -104,7 +105,7 @@ def test_token_is_sent_and_only_gets_are_retried(other_server):
             client.next_sample("random")  # a POST: never repeated
         assert [r[0] for r in RecordingHandler.requests] == ["POST"]
     finally:
-        RecordingHandler.status, RecordingHandler.body, RecordingHandler.content_type = 200, b"<html></html>", "text/html"
+        handler.status, handler.body, handler.content_type = 200, b"<html></html>", "text/html"
 
 
 @pytest.mark.server

@@ -95,7 +95,8 @@ def test_segment_a_dicom_folder_echo_to_a_label_map(knee_server, mese_dicom_path
     assert labels.GetSize() == echo2.size
     assert np.allclose(labels.GetOrigin(), echo2.origin, atol=1e-4)
     assert labels.GetPixelID() == sitk.sitkUInt8
-    assert main(["--server", knee_server, "segment", str(mese_dicom_path), "--echo", "9", "-o", str(out)]) == EXIT_BAD_INPUT
+    no_such_echo = ["--server", knee_server, "segment", str(mese_dicom_path), "--echo", "9", "-o", str(out)]
+    assert main(no_such_echo) == EXIT_BAD_INPUT
 
 
 def test_info_next_and_status(knee_server, capsys):
@@ -134,7 +135,8 @@ def test_submit_a_seg_nrrd_and_train(annotator_server, annotator_client, mese_di
 
 
 def test_bad_output_name_and_unreachable_server(tmp_path, capsys, dess_path):
-    assert main(["--server", "http://127.0.0.1:9", "segment", str(dess_path), "-o", str(tmp_path / "x.png")]) == EXIT_BAD_INPUT
+    png_output = ["--server", "http://127.0.0.1:9", "segment", str(dess_path), "-o", str(tmp_path / "x.png")]
+    assert main(png_output) == EXIT_BAD_INPUT
     assert ".seg.nrrd" in capsys.readouterr().err
     assert main(["--server", "http://127.0.0.1:9", "status"]) == EXIT_UNREACHABLE
     assert "Cannot reach the KneeAI server at http://127.0.0.1:9" in capsys.readouterr().err
@@ -144,7 +146,8 @@ def test_installed_console_script_runs():
     script = shutil.which("kneeai", path=str(Path(sys.executable).parent))
     if script is None:
         pytest.skip("the kneeai console script is not installed in this environment (pip install -e .)")
-    result = subprocess.run([script, "--server", "http://127.0.0.1:9", "info"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([script, "--server", "http://127.0.0.1:9", "info"], capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == EXIT_UNREACHABLE
     assert "Cannot reach the KneeAI server" in result.stderr
 

@@ -60,7 +60,8 @@ def test_self_test_server_part(slicer_scene, monkeypatch, knee_server):
     monkeypatch.setenv("KNEEAI_TEST_SERVER", knee_server)
     messages: list[str] = []
     cls = load_self_test_class(messages)
-    result = unittest.TextTestRunner(verbosity=0).run(unittest.TestLoader().loadTestsFromName("test_server_proposal", cls))
+    suite = unittest.TestLoader().loadTestsFromName("test_server_proposal", cls)
+    result = unittest.TextTestRunner(verbosity=0).run(suite)
     assert result.wasSuccessful() and not result.skipped
     assert messages and messages[0].startswith("Server proposal for ")
     assert slicer_scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 1

@@ -36,7 +36,8 @@ def dicom_header_values(mese_dicom_path) -> dict[str, str]:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(sorted(p for p in mese_dicom_path.iterdir() if p.is_file())[0]))
     reader.ReadImageInformation()
-    values = {name: reader.GetMetaData(tag).strip() for tag, name in IDENTIFYING_TAGS.items() if reader.HasMetaDataKey(tag)}
+    values = {name: reader.GetMetaData(tag).strip() for tag, name in IDENTIFYING_TAGS.items()
+              if reader.HasMetaDataKey(tag)}
     return {name: value for name, value in values.items() if len(value) >= 4}
 
 
