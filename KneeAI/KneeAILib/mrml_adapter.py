@@ -97,6 +97,9 @@ def segmentation_from_labels(scene, labels: PixelVolume, schema: KneeSchema, ref
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
         node.CreateDefaultDisplayNodes()
+    # Imported in the volume's local frame: a reused node leaves its transform until the end, or
+    # Slicer would resample the labels through it.
+    node.SetAndObserveTransformNodeID(None)
     segmentation = node.GetSegmentation()
     items = {i.value: i for i in schema_items(schema)}
     for item in items.values():  # replace what a previous result left

@@ -168,6 +168,13 @@ def test_segmentation_follows_the_volume_transform(scene, schema):
     export = mrml_adapter.labels_from_segmentation(node, volume_node, schema)
     assert np.array_equal(export.labels.array, labels)
 
+    # A new proposal into the same node (re-segmenting) replaces the schema segments, still unresampled.
+    second = np.zeros_like(labels)
+    second[1:4, 2:6, 7:12] = schema.value_of("lateral_meniscus")
+    again = mrml_adapter.segmentation_from_labels(scene, volume.with_array(second), schema, volume_node, node=node)
+    assert again is node and node.GetTransformNodeID() == transform.GetID()
+    assert np.array_equal(mrml_adapter.labels_from_segmentation(node, volume_node, schema).labels.array, second)
+
 
 def test_segment_tag_records_the_schema_value(scene, schema):
     volume = oblique_volume()
