@@ -227,10 +227,13 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
                     image, self.consent, self.schema, on_done=proposed)
 
     def _edited(self):
-        if not self._applying and self.session.can("edited"):
+        if not self._applying and self.session.can("edited") and self.session.state is not State.EDITED:
             self.session.edited()
+            self.changed()
 
     def submit(self, parameterNode):
+        if parameterNode.segmentation is None or parameterNode.inputVolume is None:
+            raise ValueError(_("Choose the volume and the segmentation to submit."))
         export = mrml_adapter.require_known_segments(
             mrml_adapter.labels_from_segmentation(parameterNode.segmentation, parameterNode.inputVolume, self.schema))
         self._start(_("submit"), annotator.submit_labels, self.client, self.session.image_id, export.labels,
