@@ -21,7 +21,6 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 DESS_ECHO1 = SHARED_DATA / "mri" / "dess_3t_echo1.nii.gz"
 MESE_DICOM = SHARED_DATA / "mri" / "mese_t2_dicom"
 
-slicer = pytest.importorskip("slicer", reason="slicer-core (the MRML library) is not installed")
 
 
 def _require(path: Path) -> Path:
@@ -49,6 +48,8 @@ def schema():
 
 @pytest.fixture
 def scene():
+    """A fresh MRML scene of the real MRML library, with Slicer's segmentation converters registered."""
+    slicer = pytest.importorskip("slicer", reason="slicer-core (the MRML library) is not installed")
     from KneeAILib.mrml_adapter import ensure_segmentation_converters
 
     ensure_segmentation_converters()

@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 import vtk
 
-import slicer
+slicer = pytest.importorskip("slicer", reason="slicer-core (the MRML library) is not installed")
 from KneeAILib import annotator, mrml_adapter
 from KneeAILib.jobs import JobRunner
 from KneeAILib.session import AnnotationSession, IllegalTransition, State

@@ -13,7 +13,6 @@ import pytest
 import requests
 import SimpleITK as sitk
 
-import slicer
 from KneeAILib.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_SERVER_ERROR, EXIT_UNREACHABLE, main
 from KneeAILib.seg_nrrd import read_label_file
 from KneeAILib.terminology import parse_terminology_entry

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import vtk
 
-import slicer
+slicer = pytest.importorskip("slicer", reason="slicer-core (the MRML library) is not installed")
 from KneeAILib import mrml_adapter
 from KneeAILib.terminology import LABEL_VALUE_TAG, terminology_entry
 from KneeAILib.volume import PixelVolume

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import slicer
+slicer = pytest.importorskip("slicer", reason="slicer-core (the MRML library) is not installed")
 from KneeAILib import mrml_adapter
 from KneeAILib.schema import SchemaError
 from KneeAILib.seg_nrrd import read_label_file, segment_extent, write_seg_nrrd

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import vtk
 
-import slicer
+slicer = pytest.importorskip("slicer", reason="slicer-core (the MRML library) is not installed")
 from KneeAILib import annotator, mrml_adapter
 from KneeAILib.client import KneeAIClient
 from KneeAILib.schema import KneeSchema
