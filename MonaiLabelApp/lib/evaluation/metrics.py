@@ -136,6 +136,22 @@ def score_label_maps(
     return scores
 
 
+def structure_dice(prediction: np.ndarray, reference: np.ndarray, schema=None) -> dict[str, float]:
+    """Dice only (cheap enough for every validation round) per structure present in the reference.
+    Where the reference labels a group (unsplit tibial cartilage), the group is scored instead of its
+    members; otherwise groups are left out so no structure counts twice in a mean."""
+    structures, unsplit = _schema_structures(schema, reference)
+    present = set(np.unique(reference).tolist())
+    scores = {}
+    for key, values in structures.items():
+        is_group = len(values) > 1
+        if (is_group and not set(values) & unsplit) or (not is_group and values[0] in unsplit):
+            continue
+        if present & set(values):
+            scores[key] = dice(np.isin(prediction, values), np.isin(reference, values))
+    return scores
+
+
 def _schema_structures(schema, reference: np.ndarray) -> tuple[dict[str, list[int]], set[int]]:
     if schema is None:
         from KneeAILib.schema import KneeSchema  # server side: the project's schema file

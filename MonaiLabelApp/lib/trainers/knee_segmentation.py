@@ -13,19 +13,18 @@ import time
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
-from lib.evaluation.dice import structure_dice
+from lib.evaluation.metrics import structure_dice
 from lib.infers.knee_segmentation import pick_device
 from lib.losses import UnionAwareDiceCELoss
 from lib.model_store import ModelStore, read_json, write_json_atomically
 from lib.networks import KneeModelConfig, KneeNetworks
 from lib.segmenter import JOINT_KINDS, KneeSegmenter
 from lib.trainers.training_data import augment, fixed_split, load_pair, prepare_case, random_crop
-
-import SimpleITK as sitk
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +121,6 @@ class KneeSegmentationTrainer(TrainTask):
                 if dice["mean_dice"] > best["mean_dice"]:
                     best = {"epoch": epoch, **dice}
                     self._save(version, networks, best, options, train_items, val_items, started, history + [record])
-                networks.to(device)
             history.append(record)
             logger.info(
                 f"{version} epoch {epoch}/{max_epochs} loss {record['loss']:.4f}"
@@ -169,7 +167,7 @@ class KneeSegmentationTrainer(TrainTask):
         return {"dice": dice, "mean_dice": float(np.mean(list(dice.values()))) if dice else 0.0}
 
     def _save(self, version, networks, best, options, train_items, val_items, started, history) -> None:
-        state = {k: v for k, v in networks.state().items()}
+        state = networks.state()
         state["coarse"] = {k: t.detach().cpu() for k, t in state["coarse"].items()}
         state["fine"] = {k: t.detach().cpu() for k, t in state["fine"].items()}
         metrics = {
