@@ -7,6 +7,7 @@ Slicer never freezes), and KneeAITest checks the MRML side inside Slicer.
 
 import logging
 import os
+from typing import Annotated
 
 import numpy as np
 import qt
@@ -14,7 +15,7 @@ import slicer
 import vtk
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
@@ -49,8 +50,8 @@ class KneeAI(ScriptedLoadableModule):
 class KneeAIParameterNode:
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     segmentation: slicer.vtkMRMLSegmentationNode
-    strategy: str = "random"
-    epochs: int = 20
+    strategy: Annotated[str, Choice(["random", "knee_uncertainty"])] = "random"  # the server's strategies
+    epochs: Annotated[int, WithinRange(1, 1000)] = 20
 
 
 class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

@@ -88,8 +88,14 @@ def test_ui_has_every_widget_the_module_uses_and_binds_the_parameter_node():
              if w.find("property[@name='SlicerParameterName']") is not None}
     tree = ast.parse(source)
     parameter_class = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "KneeAIParameterNode")
-    fields = {n.target.id for n in parameter_class.body if isinstance(n, ast.AnnAssign)}
-    assert set(bound) == fields
+    fields = {n.target.id: ast.unparse(n.annotation) for n in parameter_class.body if isinstance(n, ast.AnnAssign)}
+    assert set(bound) == set(fields)
+    # Slicer's combo-box connector refuses a str/int field without a Choice annotation (connectGui raises)
+    # and fills the combo box from it.
+    for parameter, widget_name in bound.items():
+        if widgets[widget_name].get("class") == "QComboBox":
+            assert "Choice(" in fields[parameter], f"{parameter} is bound to a combo box without Choice"
+            assert widgets[widget_name].find("item") is None, "items come from the Choice annotation"
     for name in ("serverUrlLineEdit", "connectButton", "nextCaseButton", "segmentButton", "submitButton",
                  "trainButton", "cancelButton", "trainingProgressBar", "modelVersionLabel", "statusLabel"):
         assert name in widgets
