@@ -58,7 +58,7 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self._parameterNode, self._ticks = None, 0
+        self._parameterNode, self._guiTag, self._ticks = None, None, 0
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -87,8 +87,10 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def initializeParameterNode(self):
+        if self._parameterNode:  # a closed scene's node: unbind it before binding the new one
+            self._parameterNode.disconnectGui(self._guiTag)
         self._parameterNode = KneeAIParameterNode(self.logic.getParameterNode())
-        self._parameterNode.connectGui(self.ui)
+        self._guiTag = self._parameterNode.connectGui(self.ui)
 
     def _run(self, message, action):
         with slicer.util.tryWithErrorDisplay(message, waitCursor=True):
