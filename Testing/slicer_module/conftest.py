@@ -7,7 +7,6 @@ change what the shared ``knee_server`` (used by other test files) holds.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -20,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 DESS_ECHO1 = SHARED_DATA / "mri" / "dess_3t_echo1.nii.gz"
 MESE_DICOM = SHARED_DATA / "mri" / "mese_t2_dicom"
-
 
 
 def _require(path: Path) -> Path:
@@ -59,11 +57,8 @@ def scene():
 @pytest.fixture(scope="session")
 def annotator_studies(tmp_path_factory, dess_path) -> Path:
     studies = tmp_path_factory.mktemp("annotator_studies")
-    target = studies / dess_path.name
-    try:
-        os.link(dess_path, target)  # no copy of 10s of MB when the file system allows
-    except OSError:
-        shutil.copy(dess_path, target)
+    # A copy, not a link: nothing the server does to its studies folder can reach the shared data.
+    shutil.copy(dess_path, studies / dess_path.name)
     return studies
 
 
