@@ -44,6 +44,9 @@ class LabelExport:
     labels: PixelVolume  # schema values, the reference volume's geometry
     segment_values: dict[str, int]  # segment id -> schema value it was written with
     unknown_segments: dict[str, int] = field(default_factory=dict)  # segment name -> voxels not written
+    # Segments sharing voxels (possible when the Segment Editor allows overlap): name -> shared voxels.
+    # A label map holds one value per voxel, so there the segment later in the list won.
+    overlapping_segments: dict[str, int] = field(default_factory=dict)
 
 
 def ensure_segmentation_converters() -> None:
@@ -193,14 +196,54 @@ def labels_from_segmentation(segmentation_node, reference_volume_node, schema: K
             lookup[number] = value
     labels = reference.with_array(lookup[exported])
     known = {sid: v for sid, v in zip(ids, values) if v is not None}
-    return LabelExport(labels, known, unknown)
+    return LabelExport(labels, known, unknown, _overlaps(segmentation_node, reference_volume_node))
+
+
+def _overlaps(segmentation_node, reference_volume_node) -> dict[str, int]:
+    """Per segment, its voxels that another segment also holds. Segments in one layer never overlap,
+    so one export per layer is enough (usually there is a single layer and nothing to do)."""
+    segmentation = segmentation_node.GetSegmentation()
+    if segmentation.GetNumberOfLayers() < 2:
+        return {}
+    scene = segmentation_node.GetScene()
+    layers = []
+    for layer in range(segmentation.GetNumberOfLayers()):
+        ids = list(segmentation.GetSegmentIDsForLayer(layer))
+        labelmap_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "KneeAI layer")
+        try:
+            Logic.ExportSegmentsToLabelmapNode(segmentation_node, ids, labelmap_node, reference_volume_node,
+                                               slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+            layers.append((ids, slicer.util.arrayFromVolume(labelmap_node).copy()))
+        finally:
+            scene.RemoveNode(labelmap_node)
+    shared = sum((array > 0).astype(np.uint8) for _, array in layers) > 1
+    overlaps: dict[str, int] = {}
+    for ids, array in layers:
+        numbers, counts = np.unique(array[shared], return_counts=True)
+        for number, count in zip(numbers, counts):
+            if number > 0:
+                overlaps[segmentation.GetSegment(ids[number - 1]).GetName()] = int(count)
+    return overlaps
+
+
+class OverlappingSegmentsError(SchemaError):
+    """Segments that share voxels: a label map cannot say which of them a shared voxel belongs to."""
+
+    def __init__(self, overlaps: dict[str, int]):
+        self.overlaps = dict(overlaps)
+        listing = ", ".join(f"'{name}' ({count} voxels)" for name, count in self.overlaps.items())
+        super().__init__(f"Segments overlap: {listing}. Remove the overlap (e.g. Segment Editor with "
+                         f"'Modify other segments: Overwrite all') before submitting.")
 
 
 def require_known_segments(export: LabelExport) -> LabelExport:
-    """The export, or UnknownSegmentsError when a segment the schema does not know holds voxels."""
+    """The export, or a typed error when a segment the schema does not know holds voxels
+    (UnknownSegmentsError) or segments share voxels (OverlappingSegmentsError)."""
     with_voxels = {name: n for name, n in export.unknown_segments.items() if n > 0}
     if with_voxels:
         raise UnknownSegmentsError(with_voxels)
+    if export.overlapping_segments:
+        raise OverlappingSegmentsError(export.overlapping_segments)
     return export
 
 

@@ -105,6 +105,23 @@ def test_unknown_segments_are_reported_not_dropped(scene, schema):
     assert (export.labels.array == schema.value_of("medial_meniscus")).sum() == 8
 
 
+def test_overlapping_segments_are_reported(scene, schema):
+    volume = oblique_volume()
+    labels = np.zeros(volume.array.shape, np.uint8)
+    labels[2, 2:4, 2:4] = schema.value_of("femur")  # 4 voxels
+    volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "image")
+    node = mrml_adapter.segmentation_from_labels(scene, volume.with_array(labels), schema, volume_node)
+    assert mrml_adapter.labels_from_segmentation(node, volume_node, schema).overlapping_segments == {}
+    tibia = np.zeros(labels.shape, bool)
+    tibia[2, 2, 2] = tibia[5, 5, 5] = True  # one voxel shared with the femur
+    mrml_adapter.set_segment_mask(node, "tibia", tibia, volume_node)  # Slicer puts it in a second layer
+    assert node.GetSegmentation().GetNumberOfLayers() == 2
+    export = mrml_adapter.labels_from_segmentation(node, volume_node, schema)
+    assert export.overlapping_segments == {"Femur": 1, "Tibia": 1}
+    with pytest.raises(mrml_adapter.OverlappingSegmentsError, match="Femur"):
+        mrml_adapter.require_known_segments(export)
+
+
 def test_terminology_entry_is_what_slicer_serializes(schema):
     logic = slicer.vtkSlicerTerminologiesModuleLogic
     for structure in schema.structures:
