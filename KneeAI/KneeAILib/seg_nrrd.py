@@ -66,7 +66,7 @@ def write_seg_nrrd(labels: PixelVolume, schema: KneeSchema, path) -> None:
 def read_label_file(path, schema: KneeSchema) -> PixelVolume:
     """A label map with schema values from a plain label file (values used as they are) or a Slicer
     ``.seg.nrrd`` (each segment mapped to its schema value by our tag or by name; segments the schema
-    does not know raise SchemaError naming them)."""
+    does not know, and segments sharing voxels, raise SchemaError naming them)."""
     import SimpleITK as sitk
 
     from .volume import VolumeError, read_volume_file
@@ -87,7 +87,8 @@ def read_label_file(path, schema: KneeSchema) -> PixelVolume:
     first_layer = sitk.VectorIndexSelectionCast(image, 0) if image.GetNumberOfComponentsPerPixel() > 1 else image
     geometry = PixelVolume.from_sitk(first_layer)
     out = np.zeros(layers.shape[:3], dtype=np.uint8)
-    unknown = []
+    claimed = np.zeros(layers.shape[:3], dtype=bool)  # voxels some segment already holds
+    unknown, overlapping = [], []
     index = 0
     while f"Segment{index}_ID" in header or f"Segment{index}_Name" in header:
         prefix = f"Segment{index}_"
@@ -98,11 +99,17 @@ def read_label_file(path, schema: KneeSchema) -> PixelVolume:
             if mask.any():
                 unknown.append(name)
         else:
+            if (mask & claimed).any():
+                overlapping.append(name)
             out[mask] = value
+            claimed |= mask
         index += 1
     if unknown:
         raise SchemaError(f"{path}: segments the knee schema does not know: {unknown}; rename them to schema "
                           f"structure names ({', '.join(s.name for s in schema.structures)})")
+    if overlapping:
+        raise SchemaError(f"{path}: segments share voxels with earlier ones: {overlapping}; a label map holds "
+                          "one structure per voxel, so remove the overlap first")
     return geometry.with_array(out)
 
 

@@ -63,6 +63,21 @@ def test_a_file_slicer_wrote_reads_back_with_schema_values(tmp_path, schema, sce
         read_label_file(path, schema)
 
 
+def test_overlapping_segments_in_a_slicer_file_are_refused(tmp_path, schema, scene):
+    volume = small_labels(schema)
+    volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "image")
+    node = mrml_adapter.segmentation_from_labels(scene, volume, schema, volume_node)
+    femur = np.zeros(volume.array.shape, bool)
+    femur[1, 2, 3] = True  # a tibia voxel too: Slicer keeps both, in two layers
+    mrml_adapter.set_segment_mask(node, "femur", femur, volume_node)
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    path = tmp_path / "overlap.seg.nrrd"
+    storage.SetFileName(str(path))
+    assert storage.WriteData(node)
+    with pytest.raises(SchemaError, match="share voxels"):
+        read_label_file(path, schema)
+
+
 def test_values_outside_the_schema_are_refused(tmp_path, schema):
     volume = small_labels(schema)
     with pytest.raises(SchemaError, match="13"):
