@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import SimpleITK as sitk
 from KneeAILib.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_SERVER_ERROR, EXIT_UNREACHABLE, main
 from KneeAILib.seg_nrrd import read_label_file
 from KneeAILib.terminology import parse_terminology_entry
+from KneeAILib.training import fetch_training_progress
 from KneeAILib.upload import JsonConsentStore, default_consent_file, upload_volume
 from KneeAILib.volume import read_dicom_echoes
 
@@ -130,7 +132,14 @@ def test_submit_a_seg_nrrd_and_train(annotator_server, annotator_client, mese_di
     assert main(["--server", annotator_server, "train", "--epochs", "0"]) == EXIT_BAD_INPUT
     assert main(["--server", annotator_server, "train", "--epochs", "1"]) == EXIT_OK
     assert "Training started" in capsys.readouterr().out
+    assert fetch_training_progress(annotator_client).running  # what the module's progress display reads
     annotator_client.train_stop()  # the test needs the request, not the CPU of a training run
+    deadline = time.monotonic() + 30
+    while fetch_training_progress(annotator_client).running and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not fetch_training_progress(annotator_client).running
+    assert main(["--server", annotator_server, "status"]) == EXIT_OK
+    assert "Training:" in capsys.readouterr().out
 
 
 def test_bad_output_name_and_unreachable_server(tmp_path, capsys, dess_path):
