@@ -1,0 +1,234 @@
+"""Evaluate a KneeAI model version on held-out knees (synthesised MRIs) and on real MRIs without labels.
+
+    python MonaiLabelApp/evaluate.py --model-dir DIR [--version vNNNN] --labels LABEL_DIR \
+        --convention oai_zib [--split split.json --fold K] --seed 1234 --out OUTDIR \
+        [--dess-echo1 P --dess-echo2 P]
+
+1. Held-out knees: the label maps in LABEL_DIR (with ``--split/--fold``: only that fold's test knees).
+   A knee the model trained or validated on (its metrics.json lists them) is refused: figures are
+   only reported on knees the model never saw. Each knee's test MRI is synthesised from its label map
+   with a seed hashed from (``--seed``, knee id) and a contrast from ``--contrasts`` (no deformation:
+   the expert's label map is the reference as drawn), segmented by the model version through
+   ``KneeSegmenter`` (the server's inference pipeline, on the label map's own grid unless
+   ``--working-spacing-mm`` is given), and scored per structure: Dice, 95 % Hausdorff distance and
+   average symmetric surface distance in mm (lib/evaluation/metrics.py), mean ± sd over knees
+   (lib/evaluation/summary.py says which knees count).
+2. Real MRIs: with ``--dess-echo1/--dess-echo2`` (two contrasts of one knee on one grid), the
+   per-structure Dice between the two predictions (lib/evaluation/agreement.py).
+3. Output: OUTDIR/evaluation.md (tables), OUTDIR/evaluation.json (every figure, per knee too),
+   OUTDIR/overlays/*.png (sagittal slices: image | reference | prediction, schema colours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent
+ROOT = APP_DIR.parent
+for path in (APP_DIR, ROOT / "KneeAI"):  # the app's ``lib`` and the shared KneeAILib, from a checkout
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import numpy as np  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+import torch  # noqa: E402
+from KneeAILib.schema import KneeSchema  # noqa: E402
+
+from lib.evaluation.agreement import agreement_markdown, mean_agreement_dice, prediction_agreement  # noqa: E402
+from lib.evaluation.cross_validation import KneeSplit  # noqa: E402
+from lib.evaluation.label_maps import find_label_maps, read_knee_labels, resample_labels  # noqa: E402
+from lib.evaluation.metrics import score_label_maps  # noqa: E402
+from lib.evaluation.overlays import write_sagittal_overlay  # noqa: E402
+from lib.evaluation.summary import display_names, markdown_table, structure_order, summarise  # noqa: E402
+from lib.evaluation.training_datastore import knee_of, stable_seed  # noqa: E402
+from lib.infers.knee_segmentation import pick_device  # noqa: E402
+from lib.model_store import ModelStore, write_json_atomically  # noqa: E402
+from lib.networks import KneeNetworks  # noqa: E402
+from lib.segmenter import KneeSegmenter  # noqa: E402
+from lib.synthesis import draw_parameters, synthesize_image  # noqa: E402
+from lib.trainers.training_data import case_id  # noqa: E402
+from lib.transforms.image_io import read_volume, write_atomically  # noqa: E402
+
+SCHEMA_FILE = ROOT / "Resources" / "knee_schema.json"
+
+
+def load_model(model_dir: Path, version: str | None) -> tuple[str, KneeNetworks, dict]:
+    store = ModelStore(model_dir)
+    if version is None:
+        promoted = store.promoted()
+        if promoted is None:
+            raise SystemExit(f"{model_dir}: no promoted model version (train one, or give --version)")
+        version = promoted["version"]
+    path = store.model_path(version)
+    if not path.is_file():
+        raise SystemExit(f"{model_dir}: no model version {version} (have: {', '.join(store.versions()) or 'none'})")
+    state = torch.load(path, map_location="cpu", weights_only=True)  # a model file is data, never code
+    return version, KneeNetworks.from_state(state), store.metrics(version) or {}
+
+
+def seen_knees(metrics: dict) -> set[str]:
+    """Knees whose images the version trained on or was selected on (validation)."""
+    names = metrics.get("train_cases", []) + metrics.get("validation_cases", [])
+    return {knee_of(case_id(name)) for name in names}
+
+
+def held_out_knees(args, label_files: dict[str, Path]) -> list[str]:
+    if args.split is None:
+        return list(label_files)
+    if args.fold is None:
+        raise SystemExit("--split needs --fold")
+    split = KneeSplit.load(args.split)
+    knees = split.test_knees(args.fold)
+    missing = [k for k in knees if k not in label_files]
+    if missing:
+        raise SystemExit(f"test knees of fold {args.fold} not found in {args.labels}: {missing}")
+    return knees
+
+
+def mean_over_structures(summary: dict, schema) -> float | None:
+    """Mean Dice over the structures scored; a group counts only where its members could not be."""
+    members = {g.key: g.members for g in schema.groups}
+    values = []
+    for key, row in summary.items():
+        if row["n"] == 0 or (key in members and any(summary.get(m, {}).get("n") for m in members[key])):
+            continue
+        values.append(row["dice_mean"])
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", required=True, help="model folder (versions/, promoted.json)")
+    parser.add_argument("--version", help="model version, e.g. v0003 (default: the promoted one)")
+    parser.add_argument("--labels", help="folder of held-out label maps")
+    parser.add_argument("--convention", default="schema", help="label values of those files (default 'schema')")
+    parser.add_argument("--split", help="cross-validation split file (lib/evaluation/cross_validation.py)")
+    parser.add_argument("--fold", type=int, help="evaluate the test knees of this fold")
+    parser.add_argument("--seed", type=int, default=1234, help="seed of the synthesised test images (default 1234)")
+    parser.add_argument("--contrasts", default="dess,pdfs,t2", help="contrast families of the test images")
+    parser.add_argument("--working-spacing-mm", type=float, default=0.0,
+                        help="resample label maps to this isotropic spacing first (default 0: their own grid)")
+    parser.add_argument("--dess-echo1", help="real MRI, first contrast")
+    parser.add_argument("--dess-echo2", help="the same knee and grid, second contrast")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--device", help="cpu to force the CPU (default: the GPU when present)")
+    parser.add_argument("--save-predictions", action="store_true", help="also write the predicted label maps")
+    parser.add_argument("--allow-seen-knees", action="store_true",
+                        help="evaluate knees the model trained on anyway (marked in the output; not a test result)")
+    args = parser.parse_args(argv)
+    if not args.labels and not (args.dess_echo1 and args.dess_echo2):
+        parser.error("give --labels, or --dess-echo1 and --dess-echo2, or both")
+    if bool(args.dess_echo1) != bool(args.dess_echo2):
+        parser.error("--dess-echo1 and --dess-echo2 go together")
+
+    started = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    schema = KneeSchema.load(SCHEMA_FILE)
+    names = display_names(schema)
+    order = structure_order(schema)
+    device = pick_device(args.device)
+    version, networks, metrics = load_model(Path(args.model_dir), args.version)
+    segmenter = KneeSegmenter(networks, schema, device)
+    contrasts = [c.strip() for c in args.contrasts.split(",") if c.strip()]
+    report = {
+        "model": {"model_dir": str(Path(args.model_dir).resolve()), "version": version,
+                  "config": networks.config.to_dict(), "validation_mean_dice": metrics.get("mean_dice")},
+        "data": {"labels": args.labels, "convention": args.convention, "split": args.split, "fold": args.fold,
+                 "seed": args.seed, "contrasts": contrasts, "working_spacing_mm": args.working_spacing_mm},
+        "machine": {"device": str(device), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                    "python": platform.python_version(), "torch": torch.__version__},
+        "overlays": [],
+    }
+    markdown = [f"# KneeAI evaluation: model {version}", "",
+                f"Model folder `{report['model']['model_dir']}`, device {device}."]
+
+    # -- held-out knees, synthesised MRIs ----------------------------------------------------------
+    if args.labels:
+        label_files = find_label_maps(args.labels)
+        knees = held_out_knees(args, label_files)
+        seen = sorted(set(knees) & seen_knees(metrics))
+        if seen and not args.allow_seen_knees:
+            raise SystemExit(f"model {version} trained or validated on {seen}: these are not held out "
+                             "(use another fold's model, or --allow-seen-knees for a non-test look)")
+        cases, per_case_scores = [], []
+        for knee in knees:
+            t0 = time.time()
+            reference = resample_labels(read_knee_labels(label_files[knee], args.convention), args.working_spacing_mm)
+            seed = stable_seed("test", args.seed, knee)
+            contrast = contrasts[seed % len(contrasts)]
+            parameters = draw_parameters(seed, contrast)
+            image = synthesize_image(reference, seed, contrast)
+            t1 = time.time()
+            prediction = segmenter.segment(image).labels
+            t2 = time.time()
+            scores = score_label_maps(prediction, reference, schema=schema)
+            per_case_scores.append(scores)
+            png = write_sagittal_overlay(out / "overlays" / f"{knee}.png", image, [reference, prediction], schema)
+            report["overlays"].append(str(png.relative_to(out)))
+            if args.save_predictions:
+                write_atomically(prediction, out / "predictions" / f"{knee}.nii.gz")
+            cases.append({
+                "knee": knee, "seed": seed, "contrast": parameters.contrast, "plane": parameters.plane,
+                "slice_thickness_mm": round(parameters.slice_thickness_mm, 2), "size": list(reference.GetSize()),
+                "spacing_mm": [round(s, 4) for s in reference.GetSpacing()], "seen_in_training": knee in seen,
+                "seconds": {"synthesis": round(t1 - t0, 1), "segmentation": round(t2 - t1, 1),
+                            "scoring": round(time.time() - t2, 1)},
+                "scores": {k: s.to_dict() for k, s in scores.items()},
+            })
+            print(f"{knee}: " + ", ".join(f"{k} {s.dice:.3f}" for k, s in scores.items() if s.ok), flush=True)
+        summary = summarise(per_case_scores, order)
+        report["held_out"] = {"knees": knees, "cases": cases, "summary": summary,
+                              "mean_dice": mean_over_structures(summary, schema)}
+        markdown += ["", f"## Held-out knees: synthesised MRIs ({len(knees)} knees)", "",
+                     f"Label maps `{args.labels}` ({args.convention})"
+                     + (f", fold {args.fold} of `{args.split}`" if args.split else "")
+                     + f"; test images synthesised with seed {args.seed} ({', '.join(contrasts)}). "
+                     "Mean ± sd over knees; Dice counts a missed structure as 0, distances only where both "
+                     "sides have the structure.", "",
+                     markdown_table(summary, names), "",
+                     f"Mean Dice over structures: {report['held_out']['mean_dice']}"]
+        if seen:
+            markdown += ["", f"**Not a test result**: the model trained or validated on {seen}."]
+
+    # -- real MRIs without labels: echo 1 vs echo 2 -----------------------------------------------
+    if args.dess_echo1:
+        first, second = read_volume(args.dess_echo1), read_volume(args.dess_echo2)
+        t0 = time.time()
+        prediction_first = segmenter.segment(first).labels
+        prediction_second = segmenter.segment(second).labels
+        seconds = time.time() - t0
+        agreement = prediction_agreement(prediction_first, prediction_second, schema)
+        for name, image, prediction in (("echo1", first, prediction_first), ("echo2", second, prediction_second)):
+            png = write_sagittal_overlay(out / "overlays" / f"dess_{name}.png", image, [prediction], schema)
+            report["overlays"].append(str(png.relative_to(out)))
+            if args.save_predictions:
+                write_atomically(prediction, out / "predictions" / f"dess_{name}.nii.gz")
+        structures = [s.key for s in schema.structures]
+        report["echo_agreement"] = {"first": args.dess_echo1, "second": args.dess_echo2, "structures": agreement,
+                                    "mean_dice": mean_agreement_dice(agreement, structures),
+                                    "seconds_segmentation": round(seconds, 1)}
+        markdown += ["", "## Real MRI without labels: agreement between two contrasts of one knee", "",
+                     f"`{args.dess_echo1}` vs `{args.dess_echo2}`: Dice between the two predictions (1 = the "
+                     "same segmentation on both contrasts; it does not say the segmentation is right).", "",
+                     agreement_markdown(agreement, names), "",
+                     f"Mean Dice over structures present in either: {report['echo_agreement']['mean_dice']}"]
+
+    report["seconds"] = round(time.time() - started, 1)
+    markdown += ["", "Overlays (sagittal slices; image | reference | prediction, or image | prediction): "
+                 + ", ".join(f"`{p}`" for p in report["overlays"]), ""]
+    write_json_atomically(out / "evaluation.json", report)
+    (out / "evaluation.md").write_text("\n".join(markdown), encoding="utf-8")
+    print("\n".join(markdown))
+    return report
+
+
+if __name__ == "__main__":
+    main()
