@@ -135,7 +135,8 @@ class KneeSegmenter:
                 continue
             sub = sub_grid(image, (int(x0 + lo[2]), int(y0 + lo[1]), int(z0 + lo[0])),
                            (int(hi[2] - lo[2]), int(hi[1] - lo[1]), int(hi[0] - lo[0])))
-            p = sitk.GetArrayViewFromImage(resample(_scalar(probs[value], fine_image), sub, sitk.sitkLinear))
+            p = sitk.GetArrayFromImage(resample(  # a copy: a view would outlive its temporary image
+                _scalar(probs[value], fine_image), sub, sitk.sitkLinear))
             window = tuple(slice(a, b) for a, b in zip(lo, hi))
             wins = p > best[window]
             best[window][wins] = p[wins]

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import MESE_DICOM, ROOT, TINY_MODEL_CONF, require
+from kneeai_testing import MESE_DICOM, ROOT, TINY_MODEL_CONF, require
 from KneeAILib.schema import KneeSchema
 from lib.configs.knee_segmentation import model_config_from_conf
 from lib.dicom_import import import_dicom_folders

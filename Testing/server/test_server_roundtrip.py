@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import DESS_ECHO1, ROOT, load_stock_client, require
+from kneeai_testing import DESS_ECHO1, ROOT, load_stock_client, require
 from KneeAILib.schema import KneeSchema
 
 pytestmark = pytest.mark.server

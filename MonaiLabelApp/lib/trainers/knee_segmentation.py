@@ -160,7 +160,7 @@ class KneeSegmentationTrainer(TrainTask):
         per_structure: dict[str, list[float]] = {}
         for item in items:
             image, labels = load_pair(item)
-            prediction = sitk.GetArrayViewFromImage(segmenter.segment(image).labels)
+            prediction = sitk.GetArrayFromImage(segmenter.segment(image).labels)
             for key, value in structure_dice(prediction, sitk.GetArrayViewFromImage(labels), self.schema).items():
                 per_structure.setdefault(key, []).append(value)
         dice = {k: round(float(np.mean(v)), 4) for k, v in per_structure.items()}

@@ -1,0 +1,116 @@
+"""What the KneeAI tests share: import paths, the real data, and REAL MONAI Label server processes.
+
+``ServerPool.start(studies, model_dir, conf)`` launches ``monailabel start_server`` with the KneeAI
+app on a free 127.0.0.1 port, waits for ``/info`` and returns its URL; ``stop_all`` stops them (the
+``server_pool`` fixture does, at the end of the session). Tests use a tiny model configuration (``TINY_MODEL_CONF``) so that training and
+inference fit the CI time on 2 CPU cores; the pipeline and its code are the production ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_DIR = ROOT / "MonaiLabelApp"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+DESS_ECHO1 = SHARED_DATA / "mri" / "dess_3t_echo1.nii.gz"
+DESS_ECHO2 = SHARED_DATA / "mri" / "dess_3t_echo2.nii.gz"
+MESE_DICOM = SHARED_DATA / "mri" / "mese_t2_dicom"
+STOCK_CLIENT = Path(sys.prefix) / "monailabel" / "plugins" / "slicer" / "MONAILabel" / "MONAILabelLib" / "client.py"
+
+for path in (APP_DIR, ROOT / "KneeAI"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+# The production pipeline at a coarse scale with small networks: fast on 2 CPU cores.
+TINY_MODEL_CONF = {
+    "coarse_spacing": "4,4,4",
+    "fine_spacing": "2,2,2",
+    "coarse_filters": "8",
+    "fine_filters": "8",
+    "coarse_patch": "32,32,32",
+    "fine_patch": "48,48,48",
+    "max_roi_mm": "100",
+}
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared test data not found: {path} (expected ../shared/data beside the checkout)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_info(url: str, process: subprocess.Popen, log: Path, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/info/", timeout=5) as response:
+                return json.loads(response.read())
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"server did not answer within {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+class ServerPool:
+    def __init__(self, scratch: Path):
+        self.scratch = scratch
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, studies: Path, model_dir: Path, conf: dict[str, str] | None = None) -> str:
+        port = free_port()
+        conf = {"model_dir": str(model_dir), **TINY_MODEL_CONF, **(conf or {})}
+        command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
+                   "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port)]
+        for key, value in conf.items():
+            command += ["--conf", key, value]
+        env = dict(os.environ)
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env["MONAI_LABEL_SESSION_PATH"] = str(self.scratch / "sessions")
+        env["PYTHONUNBUFFERED"] = "1"
+        log = self.scratch / f"server-{port}.log"
+        process = subprocess.Popen(command, cwd=str(APP_DIR), env=env, stdout=log.open("w"),
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_for_info(url, process, log)
+        return url
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def load_stock_client():
+    """The MONAI Label Slicer plugin's own client, as shipped inside the monailabel package."""
+    import importlib.util
+
+    if not STOCK_CLIENT.is_file():
+        pytest.skip(f"stock MONAI Label Slicer client not found at {STOCK_CLIENT}")
+    spec = importlib.util.spec_from_file_location("monailabel_slicer_client", STOCK_CLIENT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
