@@ -24,6 +24,15 @@ from KneeAILib.volume import read_dicom_echoes
 pytestmark = pytest.mark.server
 
 
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 @pytest.fixture(autouse=True)
 def private_config(tmp_path, monkeypatch):
     """Consent answers go to a folder of this test, not the user's ~/.config."""
@@ -132,12 +141,11 @@ def test_submit_a_seg_nrrd_and_train(annotator_server, annotator_client, mese_di
     assert main(["--server", annotator_server, "train", "--epochs", "0"]) == EXIT_BAD_INPUT
     assert main(["--server", annotator_server, "train", "--epochs", "1"]) == EXIT_OK
     assert "Training started" in capsys.readouterr().out
-    assert fetch_training_progress(annotator_client).running  # what the module's progress display reads
+    # What the module's progress display reads. MONAI Label answers the start request before its worker
+    # thread has launched the training process, so "running" may take a moment to show.
+    assert wait_for(lambda: fetch_training_progress(annotator_client).running, seconds=20)
     annotator_client.train_stop()  # the test needs the request, not the CPU of a training run
-    deadline = time.monotonic() + 30
-    while fetch_training_progress(annotator_client).running and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not fetch_training_progress(annotator_client).running
+    assert wait_for(lambda: not fetch_training_progress(annotator_client).running, seconds=30)
     assert main(["--server", annotator_server, "status"]) == EXIT_OK
     assert "Training:" in capsys.readouterr().out
 
