@@ -182,7 +182,7 @@ def labels_from_segmentation(segmentation_node, reference_volume_node, schema: K
         reference = pixels_from_volume_node(reference_volume_node)
         if not ids:
             return LabelExport(reference.with_array(np.zeros(reference.array.shape, np.uint8)), {})
-        exported = slicer.util.arrayFromVolume(labelmap_node)
+        exported = slicer.util.arrayFromVolume(labelmap_node).copy()  # the node's memory goes with the node
     finally:
         scene.RemoveNode(labelmap_node)
     if exported.shape != reference.array.shape:

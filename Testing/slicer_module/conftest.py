@@ -12,29 +12,17 @@ from pathlib import Path
 
 import pytest
 
-# The shared data, found as Testing/conftest.py finds it (its constants are not importable from here:
-# test files would get this conftest under the name ``conftest``), offered as fixtures that skip
-# with a reason when the data is absent.
-ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-DESS_ECHO1 = SHARED_DATA / "mri" / "dess_3t_echo1.nii.gz"
-MESE_DICOM = SHARED_DATA / "mri" / "mese_t2_dicom"
-
-
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared test data not found: {path} (expected ../shared/data beside the checkout)")
-    return path
+from kneeai_testing import DESS_ECHO1, MESE_DICOM, require  # Testing/ is on sys.path (its conftest)
 
 
 @pytest.fixture(scope="session")
 def dess_path() -> Path:
-    return _require(DESS_ECHO1)
+    return require(DESS_ECHO1)
 
 
 @pytest.fixture(scope="session")
 def mese_dicom_path() -> Path:
-    return _require(MESE_DICOM)
+    return require(MESE_DICOM)
 
 
 @pytest.fixture(scope="session")
