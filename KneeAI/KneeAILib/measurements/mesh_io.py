@@ -7,6 +7,7 @@ Files are written to a temporary name and renamed, so a reader never sees half a
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from typing import Mapping
@@ -50,25 +51,30 @@ def write_ply(path: str | Path, vertices: np.ndarray, triangles: np.ndarray,
 
 def write_vtp(path: str | Path, vertices: np.ndarray, triangles: np.ndarray,
               scalars: Mapping[str, np.ndarray] | None = None, active_scalar: str | None = None) -> Path:
-    """VTK XML PolyData, ASCII (readable by VTK/ParaView/Slicer without extra libraries)."""
+    """VTK XML PolyData with base64 "binary" arrays (readable by VTK/ParaView/Slicer, no zlib)."""
     scalars = dict(scalars or {})
     active = active_scalar or (next(iter(scalars)) if scalars else None)
-    pd = "".join(
-        f'<DataArray type="Float32" Name="{name}" format="ascii">{_numbers(values)}</DataArray>\n'
-        for name, values in scalars.items())
+    pd = "".join(f'<DataArray type="Float32" Name="{name}" format="binary">{_b64(values, "<f4")}</DataArray>\n'
+                 for name, values in scalars.items())
+    active_attr = f' Scalars="{active}"' if active else ""
     text = (
         '<?xml version="1.0"?>\n<!-- KneeAI mesh ' + COORDINATE_NOTE + ' -->\n'
-        '<VTKFile type="PolyData" version="1.0" byte_order="LittleEndian">\n<PolyData>\n'
+        '<VTKFile type="PolyData" version="1.0" byte_order="LittleEndian" header_type="UInt64">\n<PolyData>\n'
         f'<Piece NumberOfPoints="{len(vertices)}" NumberOfPolys="{len(triangles)}">\n'
-        f'<PointData{f" Scalars={chr(34)}{active}{chr(34)}" if active else ""}>\n{pd}</PointData>\n'
-        f'<Points><DataArray type="Float32" NumberOfComponents="3" format="ascii">'
-        f'{_numbers(np.asarray(vertices).ravel())}</DataArray></Points>\n'
-        f'<Polys><DataArray type="Int64" Name="connectivity" format="ascii">'
-        f'{" ".join(map(str, np.asarray(triangles).ravel().tolist()))}</DataArray>\n'
-        f'<DataArray type="Int64" Name="offsets" format="ascii">'
-        f'{" ".join(map(str, range(3, 3 * len(triangles) + 1, 3)))}</DataArray></Polys>\n'
+        f'<PointData{active_attr}>\n{pd}</PointData>\n'
+        f'<Points><DataArray type="Float32" NumberOfComponents="3" format="binary">'
+        f'{_b64(vertices, "<f4")}</DataArray></Points>\n'
+        f'<Polys><DataArray type="Int64" Name="connectivity" format="binary">{_b64(triangles, "<i8")}</DataArray>\n'
+        f'<DataArray type="Int64" Name="offsets" format="binary">'
+        f'{_b64(np.arange(3, 3 * len(triangles) + 1, 3), "<i8")}</DataArray></Polys>\n'
         '</Piece>\n</PolyData>\n</VTKFile>\n')
     return _atomic_write(path, text.encode("ascii"))
+
+
+def _b64(values: np.ndarray, dtype: str) -> str:
+    """VTK's inline binary: base64 of (UInt64 byte count + little-endian data); NaN kept as NaN."""
+    raw = np.ascontiguousarray(np.asarray(values).ravel(), dtype=dtype).tobytes()
+    return base64.b64encode(np.uint64(len(raw)).tobytes() + raw).decode("ascii")
 
 
 def read_stl(path: str | Path) -> tuple[np.ndarray, str]:
@@ -78,10 +84,6 @@ def read_stl(path: str | Path) -> tuple[np.ndarray, str]:
     record = np.dtype([("n", "<f4", 3), ("a", "<f4", 3), ("b", "<f4", 3), ("c", "<f4", 3), ("attr", "<u2")])
     data = np.frombuffer(raw[84:84 + count * record.itemsize], dtype=record)
     return np.stack([data["a"], data["b"], data["c"]], axis=1), raw[:80].decode("ascii").strip()
-
-
-def _numbers(values: np.ndarray) -> str:
-    return " ".join(f"{x:.6g}" for x in np.nan_to_num(np.asarray(values, dtype=float)).ravel())
 
 
 def _atomic_write(path: str | Path, data: bytes) -> Path:

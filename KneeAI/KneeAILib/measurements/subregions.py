@@ -5,7 +5,8 @@ Names follow Eckstein/Wirth (M/L = medial/lateral; F/T/P = femur/tibia/patella):
   cut by the diagonals of the normalised plate into a (anterior), p (posterior), e (exterior: away
   from the eminence) and i (interior: toward it) - e.g. cMT, aMT, pMT, eMT, iMT.
 - femur: TrF (trochlea) is the cartilage more than 60 deg anterior of straight down, seen in the
-  sagittal plane from the centre of the distal femur. Each condyle (M or L by the side of the
+  sagittal plane from the centre of the distal femur (a rule tied to the trochlear notch itself was
+  tried and moved with small shifts of the midline). Each condyle (M or L by the side of the
   intercondylar plane) is cut front to back by the tibial plate beneath it: c (central, the
   weight-bearing surface in extension) lies over the plate's front-to-back extent (2.5-97.5 %),
   a in front of it, p behind it: aMF, cMF, pMF, aLF, cLF, pLF.
@@ -62,6 +63,11 @@ class SubregionRule:
         else:
             raise ValueError(f"No subregions defined for {structure}")
 
+    def _sagittal_angle(self, q: np.ndarray) -> np.ndarray:
+        """Degrees around the distal femur's centre in the sagittal plane: 0 down, positive anterior."""
+        rel = q - self.centre
+        return np.rad2deg(np.arctan2(rel[:, 1], -rel[:, 2]))
+
     def names(self) -> list[str]:
         return SUBREGIONS[self.structure]
 
@@ -79,8 +85,7 @@ class SubregionRule:
             out = np.where(rn <= self.central_radius, "c", out)
             return np.char.add(out.astype("<U3"), plate)
         if s == "femoral_cartilage":
-            rel = q - self.centre
-            angle = np.rad2deg(np.arctan2(rel[:, 1], -rel[:, 2]))
+            angle = self._sagittal_angle(q)
             medial = q[:, 0] > 0
             lo = np.where(medial, self.tibial_ap_extent["M"][0], self.tibial_ap_extent["L"][0])
             hi = np.where(medial, self.tibial_ap_extent["M"][1], self.tibial_ap_extent["L"][1])

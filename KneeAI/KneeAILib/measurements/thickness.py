@@ -2,7 +2,7 @@
 
 Method (why it suits plates only 2-4 voxels thick on anisotropic voxels):
 1. Anti-aliased surfaces. The bone indicator and the "solid" indicator (bone + this cartilage) are
-   each smoothed with a small Gaussian (sigma = a fraction of each axis' voxel size, in mm) and
+   each smoothed with a small isotropic Gaussian (sigma 1 mm, see SMOOTHING_SIGMA_MM) and
    resampled to an isotropic supersampled grid in physical space. Their 0.5 level sets are the bone
    surface and the cartilage's outer surface; staircase steps of 0.7 mm slices largely cancel,
    and because each indicator is a *solid* (not the thin plate itself), smoothing does not erode
@@ -28,9 +28,13 @@ from .labelmap import LabelMap
 from .laplace import solve_laplace
 from .surface_nets import surface_nets, vertex_areas
 
-# Smoothing sigma as a fraction of the voxel size along each axis; chosen on the phantoms
-# (Testing/measurements): 1.0 leaves visible 0.7 mm staircase ripple, 1.5 meets the accuracy targets
-# on curved plates without measurable bias on 1.2 mm shells (bone and solid are smoothed separately).
+# Gaussian sigma (mm, isotropic) for the bone and solid indicators. Chosen on the phantoms and the
+# real maps (BENCHMARKS-measurements.md): per-axis sigmas of 0.6-1.5 voxels left 0.7 mm staircase
+# ripple and made results depend on how the grid is oriented (rotating a real map moved regional
+# means by up to 3.7 %); one isotropic sigma of 1.0 mm meets the phantom targets and moves them by
+# < 1 %. Bone and solid are smoothed separately, so thin plates are not eroded. Coarse images get at
+# least SMOOTHING_FRACTION voxels (geometric mean spacing).
+SMOOTHING_SIGMA_MM = 1.0
 SMOOTHING_FRACTION = 1.5
 # A bone-surface point counts as covered when the smoothed cartilage indicator there is at least this.
 COVERED_THRESHOLD = 0.2
@@ -85,7 +89,7 @@ def plate_thickness(labels: LabelMap, cartilage_value: int, bone_value: int, *, 
         )
 
     crop_origin = labels.origin + labels.direction @ (labels.spacing * lo[::-1])
-    sigma = list(smoothing_fraction * labels.spacing)
+    sigma = _sigma(labels.spacing, smoothing_fraction)
     fields = []
     for mask in (bone_c, bone_c | cart_c):
         img = sitk.GetImageFromArray(mask.astype(np.float32))
@@ -225,3 +229,10 @@ def _not_wrapped(shape: tuple[int, ...], axis: int, shift: int) -> np.ndarray:
     view = [1, 1, 1]
     view[axis] = shape[axis]
     return keep.reshape(view)
+
+
+
+def _sigma(spacing: np.ndarray, fraction: float) -> list[float]:
+    """Isotropic smoothing in mm, the same for every image of the same knee (rotation and
+    re-voxelisation give the same surfaces), and never less than ``fraction`` voxels."""
+    return [float(max(SMOOTHING_SIGMA_MM, fraction * np.prod(spacing) ** (1 / 3)))] * 3

@@ -1,0 +1,104 @@
+"""MRML adapter for knee measurements: the thickness map on the 3D bone with a colour bar, and a table
+node of the regional values. The only measurements file that imports Slicer/VTK; everything it shows
+is computed by the pure ``KneeAILib.measurements`` package.
+
+Meshes there are in patient LPS millimetres; MRML models are in RAS, so x and y are negated here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import vtk
+from vtk.util import numpy_support
+
+import slicer
+
+from KneeAILib.measurements.measure import KneeMeasurement, PlateResult
+from KneeAILib.measurements.regional_stats import COLUMNS
+from KneeAILib.measurements.thickness_map_image import colormap
+
+THICKNESS_RANGE_MM = (0.0, 4.0)
+LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
+
+
+def thickness_color_node(scene, name: str = "KneeAI cartilage thickness") -> "slicer.vtkMRMLColorTableNode":
+    """A 256-entry viridis colour table (the report's colours), added once per scene."""
+    existing = scene.GetFirstNodeByName(name)
+    if existing is not None:
+        return existing
+    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(256)
+    rgb = colormap(np.linspace(0, 1, 256), 0, 1) / 255.0
+    for i, (r, g, b) in enumerate(rgb):
+        node.SetColor(i, f"{i}", float(r), float(g), float(b), 1.0)
+    node.SetAttribute("Category", "KneeAI")
+    return node
+
+
+def show_plate_thickness(scene, plate: PlateResult, name: str | None = None,
+                         value_range: tuple[float, float] = THICKNESS_RANGE_MM) -> "slicer.vtkMRMLModelNode":
+    """A model node of the bone surface under one plate, coloured by thickness (mm), with a colour bar."""
+    t = plate.thickness
+    poly = vtk.vtkPolyData()
+    points = vtk.vtkPoints()
+    points.SetData(numpy_support.numpy_to_vtk(np.ascontiguousarray(t.vertices * LPS_TO_RAS, dtype=np.float32),
+                                              deep=True))
+    poly.SetPoints(points)
+    cells = np.hstack([np.full((len(t.triangles), 1), 3), t.triangles]).astype(np.int64).ravel()
+    polys = vtk.vtkCellArray()
+    polys.ImportLegacyFormat(numpy_support.numpy_to_vtkIdTypeArray(cells, deep=True))
+    poly.SetPolys(polys)
+    for array_name, values in (("thickness_mm", np.where(t.covered, t.thickness, 0.0)),
+                               ("in_plate", plate.in_plate.astype(float)),
+                               ("denuded", plate.denuded.astype(float))):
+        arr = numpy_support.numpy_to_vtk(np.ascontiguousarray(values, dtype=np.float32), deep=True)
+        arr.SetName(array_name)
+        poly.GetPointData().AddArray(arr)
+    poly.GetPointData().SetActiveScalars("thickness_mm")
+
+    model = scene.AddNewNodeByClass("vtkMRMLModelNode", name or f"{t.structure} thickness")
+    model.SetAndObservePolyData(poly)
+    display = scene.AddNewNodeByClass("vtkMRMLModelDisplayNode")
+    model.SetAndObserveDisplayNodeID(display.GetID())
+    display.SetActiveScalarName("thickness_mm")
+    display.SetAndObserveColorNodeID(thickness_color_node(scene).GetID())
+    display.SetScalarRangeFlag(display.UseManualScalarRange)
+    display.SetScalarRange(*value_range)
+    display.SetScalarVisibility(True)
+    if not scene.IsNodeClassRegistered("vtkMRMLColorLegendDisplayNode"):
+        # registered by Slicer's Colors module in the application; a bare scene (tests) needs it here
+        scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
+    legend = scene.AddNewNodeByClass("vtkMRMLColorLegendDisplayNode")
+    legend.SetTitleText("Cartilage thickness (mm)")
+    legend.SetAndObservePrimaryDisplayNode(display)
+    model.AddAndObserveDisplayNodeID(legend.GetID())
+    return model
+
+
+def regional_table(scene, m: KneeMeasurement, name: str = "KneeAI regional cartilage") -> "slicer.vtkMRMLTableNode":
+    """A table node with one row per structure and subregion, every column of the CSV export."""
+    table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table = table_node.GetTable()
+    for column in COLUMNS:
+        arr = vtk.vtkStringArray() if column in ("structure", "region") else vtk.vtkDoubleArray()
+        arr.SetName(column)
+        table.AddColumn(arr)
+    table.SetNumberOfRows(len(m.rows))
+    for i, row in enumerate(m.rows):
+        for j, column in enumerate(COLUMNS):
+            value = row[column]
+            table.SetValue(i, j, vtk.vtkVariant(value if isinstance(value, str) else float(value)))
+    for column in COLUMNS:
+        unit = "mm" if column.endswith("_mm") else "mm2" if column.endswith("_mm2") else \
+            "mm3" if column.endswith("_mm3") else "%" if column.endswith("percent") else ""
+        if unit:
+            table_node.SetColumnUnitLabel(column, unit)
+    table_node.Modified()
+    return table_node
+
+
+def show_measurements(scene, m: KneeMeasurement) -> tuple[list, "slicer.vtkMRMLTableNode"]:
+    """Every plate's thickness model plus the regional table; returns (model nodes, table node)."""
+    models = [show_plate_thickness(scene, plate, f"{name} thickness") for name, plate in m.plates.items()]
+    return models, regional_table(scene, m)

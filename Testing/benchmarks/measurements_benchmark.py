@@ -1,0 +1,240 @@
+"""Benchmark of the knee measurements: phantom accuracy, robustness and regional means on the real
+OAI-ZIB label maps, run times, and an offscreen VTK picture of one thickness map.
+
+    .venv/bin/python Testing/benchmarks/measurements_benchmark.py [--knees N] [--robustness-knees M]
+
+Writes Testing/benchmarks/output/measurements_benchmark.json (numbers only) and
+measurements_thickness_<id>.png, and prints the Markdown tables of BENCHMARKS-measurements.md.
+Needs ../shared/data (skips the real-data parts without it). VTK is used here only, for the picture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "KneeAI"), str(ROOT / "Testing" / "measurements")]
+
+from label_transforms import mirror_left_right, resample_to_spacing, rotate_grid  # noqa: E402
+from phantoms import FEMORAL_CARTILAGE, FEMUR, ShellPhantom  # noqa: E402
+
+from KneeAILib.measurements import LabelMap, measure_knee, plate_thickness  # noqa: E402
+
+OAI_ZIB = ROOT.parent / "shared" / "data" / "labels" / "oai_zib"
+OUT = ROOT / "Testing" / "benchmarks" / "output"
+PHANTOMS = [
+    ShellPhantom("sphere", 20.0, 2.0),
+    ShellPhantom("sphere", 20.0, 2.0, rotation_deg=(30, -20, 50)),
+    ShellPhantom("sphere", 15.0, 1.2, rotation_deg=(20, 10, 35)),
+    ShellPhantom("sphere", 25.0, 3.0, spacing=(0.7, 0.36, 0.36), rotation_deg=(0, 0, 45)),
+    ShellPhantom("sphere", 18.0, 1.5, spacing=(0.3, 0.3, 0.6), rotation_deg=(10, 40, 0)),
+    ShellPhantom("cylinder", 15.0, 2.5, rotation_deg=(5, 30, 0)),
+    ShellPhantom("cylinder", 20.0, 2.0, rotation_deg=(25, 15, 40)),
+]
+VARIANTS = {
+    "rotated grid (15, -10, 25 deg)": lambda img: rotate_grid(img, (15, -10, 25)),
+    "finer voxels 0.6x0.3x0.3 mm": lambda img: resample_to_spacing(img, (0.6, 0.3, 0.3)),
+    "coarser voxels 0.8x0.42x0.42 mm": lambda img: resample_to_spacing(img, (0.8, 0.42, 0.42)),
+    "mirrored (left knee)": mirror_left_right,
+}
+MIN_AREA_MM2 = 50.0
+
+
+def phantom_accuracy() -> list[dict]:
+    rows = []
+    for p in PHANTOMS:
+        labels = LabelMap.from_image(p.image())
+        start = time.perf_counter()
+        plate = plate_thickness(labels, FEMORAL_CARTILAGE, FEMUR)
+        seconds = time.perf_counter() - start
+        ok = p.evaluable(plate.vertices)
+        err = plate.thickness[ok] - p.thickness
+        rows.append({"phantom": f"{p.kind} r={p.radius:g} t={p.thickness:g} mm", "spacing_mm": list(p.spacing),
+                     "rotation_deg": list(p.rotation_deg), "points": int(ok.sum()),
+                     "unmeasured": int(np.isnan(err).sum()), "mean_error_mm": float(np.nanmean(err)),
+                     "p95_abs_error_mm": float(np.nanpercentile(np.abs(err), 95)),
+                     "max_abs_error_mm": float(np.nanmax(np.abs(err))), "seconds": seconds})
+    return rows
+
+
+def real_knees(paths: list[Path], robustness: int) -> tuple[list[dict], list[dict]]:
+    knees, robust = [], []
+    for n, path in enumerate(paths):
+        image = sitk.ReadImage(str(path))
+        start = time.perf_counter()
+        m = measure_knee(LabelMap.from_image(image, "oai_zib"))
+        seconds = time.perf_counter() - start
+        knees.append({"id": path.name.split(".")[0], "side": m.frame.side, "side_evidence": m.frame.side_evidence,
+                      "seconds": seconds, "rows": m.rows})
+        print(f"{path.name}: {m.frame.side} {seconds:.1f} s", flush=True)
+        if n < robustness:
+            for name, make in VARIANTS.items():
+                other = measure_knee(LabelMap.from_image(make(image), "oai_zib"))
+                changes = {}
+                for r in m.rows:
+                    if r["cab_mm2"] >= MIN_AREA_MM2:
+                        o = other.row(r["structure"], r["region"])
+                        changes[f"{r['structure']}/{r['region']}"] = 100 * (o["mean_thickness_mm"] / r["mean_thickness_mm"] - 1)
+                worst = max(changes, key=lambda k: abs(changes[k]))
+                robust.append({"id": path.name.split(".")[0], "variant": name, "side": other.frame.side,
+                               "max_abs_change_percent": abs(changes[worst]), "worst_region": worst,
+                               "median_abs_change_percent": float(np.median(np.abs(list(changes.values())))),
+                               "regions_over_3_percent": int(sum(abs(v) > 3 for v in changes.values()))})
+                print(f"  {name}: max {abs(changes[worst]):.2f} % ({worst})", flush=True)
+    return knees, robust
+
+
+def regional_summary(knees: list[dict]) -> list[dict]:
+    table: dict[tuple[str, str], list[float]] = {}
+    for k in knees:
+        for r in k["rows"]:
+            if np.isfinite(r["mean_thickness_tab_mm"]):
+                table.setdefault((r["structure"], r["region"]), []).append(r["mean_thickness_tab_mm"])
+    return [{"structure": s, "region": g, "n": len(v), "mean_mm": float(np.mean(v)), "sd_mm": float(np.std(v, ddof=1))
+             if len(v) > 1 else float("nan")} for (s, g), v in table.items()]
+
+
+def render_thickness(path: Path, png: Path) -> None:
+    """Offscreen VTK picture: bones in bone colour, each plate's thickness map on its bone, colour bar."""
+    import vtk
+    from vtk.util import numpy_support
+
+    from KneeAILib.measurements.structure_meshes import structure_mesh
+    from KneeAILib.measurements.thickness_map_image import colormap
+
+    labels = LabelMap.read(path, "oai_zib")
+    m = measure_knee(labels)
+
+    def polydata(verts, tris, scalars=None):
+        poly = vtk.vtkPolyData()
+        pts = vtk.vtkPoints()
+        pts.SetData(numpy_support.numpy_to_vtk(np.ascontiguousarray(verts, dtype=np.float32), deep=True))
+        poly.SetPoints(pts)
+        cells = np.hstack([np.full((len(tris), 1), 3), tris]).astype(np.int64).ravel()
+        arr = vtk.vtkCellArray()
+        arr.ImportLegacyFormat(numpy_support.numpy_to_vtkIdTypeArray(cells, deep=True))
+        poly.SetPolys(arr)
+        if scalars is not None:
+            s = numpy_support.numpy_to_vtk(np.ascontiguousarray(scalars, dtype=np.float32), deep=True)
+            s.SetName("thickness_mm")
+            poly.GetPointData().SetScalars(s)
+        normals = vtk.vtkPolyDataNormals()
+        normals.SetInputData(poly)
+        normals.Update()
+        return normals.GetOutput()
+
+    lut = vtk.vtkLookupTable()
+    lut.SetNumberOfTableValues(256)
+    lut.SetRange(0.0, 4.0)
+    for i, (r, g, b) in enumerate(colormap(np.linspace(0, 1, 256), 0, 1) / 255.0):
+        lut.SetTableValue(i, r, g, b, 1.0)
+    lut.SetBelowRangeColor(0.93, 0.88, 0.75, 1.0)
+    lut.UseBelowRangeColorOn()
+    lut.Build()
+
+    renderer = vtk.vtkRenderer()
+    renderer.SetBackground(1, 1, 1)
+    for value in (1, 2, 3):  # femur, tibia, patella: bone colour, slightly shrunk behind the maps
+        verts, tris = structure_mesh(labels, value)
+        actor = vtk.vtkActor()
+        mapper = vtk.vtkPolyDataMapper()
+        mapper.SetInputData(polydata(verts, tris))
+        actor.SetMapper(mapper)
+        actor.GetProperty().SetColor(0.93, 0.88, 0.75)
+        renderer.AddActor(actor)
+    for name, plate in m.plates.items():
+        t = plate.thickness
+        keep = plate.in_plate[t.triangles].all(axis=1)
+        values = np.where(t.covered, t.thickness, -1.0)  # denuded: below range (bone colour)
+        mapper = vtk.vtkPolyDataMapper()
+        mapper.SetInputData(polydata(t.vertices, t.triangles[keep], values))
+        mapper.SetLookupTable(lut)
+        mapper.SetScalarRange(0.0, 4.0)
+        mapper.SetResolveCoincidentTopologyToPolygonOffset()
+        actor = vtk.vtkActor()
+        actor.SetMapper(mapper)
+        renderer.AddActor(actor)
+    bar = vtk.vtkScalarBarActor()
+    bar.SetLookupTable(lut)
+    bar.SetTitle("thickness (mm)")
+    bar.SetNumberOfLabels(5)
+    bar.SetLabelFormat("%.1f")
+    bar.SetWidth(0.1)
+    bar.SetHeight(0.5)
+    for prop in (bar.GetTitleTextProperty(), bar.GetLabelTextProperty()):
+        prop.SetColor(0, 0, 0)
+    renderer.AddActor2D(bar)
+    # Camera: from the front-medial side, the femur's trochlea and the tibial plates in view (LPS coords)
+    centre = m.frame.origin + 15 * m.frame.superior
+    camera = renderer.GetActiveCamera()
+    camera.SetFocalPoint(*centre)
+    eye = centre + 260 * (0.75 * m.frame.anterior + 0.35 * m.frame.medial + 0.55 * m.frame.superior)
+    camera.SetPosition(*eye)
+    camera.SetViewUp(*m.frame.superior)
+    camera.SetViewAngle(30)
+    window = vtk.vtkRenderWindow()
+    window.SetOffScreenRendering(1)
+    window.AddRenderer(renderer)
+    window.SetSize(900, 900)
+    window.Render()
+    grab = vtk.vtkWindowToImageFilter()
+    grab.SetInput(window)
+    grab.Update()
+    writer = vtk.vtkPNGWriter()
+    writer.SetFileName(str(png))
+    writer.SetInputConnection(grab.GetOutputPort())
+    writer.Write()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--knees", type=int, default=20)
+    parser.add_argument("--robustness-knees", type=int, default=5)
+    parser.add_argument("--skip-render", action="store_true")
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    result = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+              "python": platform.python_version(), "numpy": np.__version__}
+    result["phantoms"] = phantom_accuracy()
+    print("| phantom | voxel (mm) | rotation (deg) | points | mean error (mm) | p95 abs error (mm) | max (mm) | s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in result["phantoms"]:
+        print(f"| {r['phantom']} | {'x'.join(f'{s:g}' for s in r['spacing_mm'])} | {tuple(r['rotation_deg'])} | "
+              f"{r['points']} | {r['mean_error_mm']:+.3f} | {r['p95_abs_error_mm']:.3f} | {r['max_abs_error_mm']:.3f} | "
+              f"{r['seconds']:.1f} |")
+    paths = sorted(OAI_ZIB.glob("oai_zib_*.nii.gz"))[:args.knees]
+    if paths:
+        knees, robust = real_knees(paths, args.robustness_knees)
+        result["knees"] = [{k: v for k, v in kn.items() if k != "rows"} | {"regions": kn["rows"]} for kn in knees]
+        result["robustness"] = robust
+        result["regional_summary"] = regional_summary(knees)
+        times = [k["seconds"] for k in knees]
+        result["seconds_per_knee"] = {"mean": float(np.mean(times)), "max": float(np.max(times))}
+        print(f"\nper knee: mean {np.mean(times):.1f} s, max {np.max(times):.1f} s")
+        print("\n| knee | variant | max abs change (%) | region | median (%) | regions > 3 % | side |")
+        print("|---|---|---|---|---|---|---|")
+        for r in robust:
+            print(f"| {r['id']} | {r['variant']} | {r['max_abs_change_percent']:.2f} | {r['worst_region']} | "
+                  f"{r['median_abs_change_percent']:.2f} | {r['regions_over_3_percent']} | {r['side']} |")
+        print("\n| structure | region | n | mean ThCtAB (mm) | SD (mm) |")
+        print("|---|---|---|---|---|")
+        for r in result["regional_summary"]:
+            print(f"| {r['structure']} | {r['region']} | {r['n']} | {r['mean_mm']:.2f} | {r['sd_mm']:.2f} |")
+        if not args.skip_render:
+            png = OUT / f"measurements_thickness_{paths[0].name.split('.')[0]}.png"
+            render_thickness(paths[0], png)
+            print(f"\npicture: {png} ({png.stat().st_size // 1024} KB)")
+    (OUT / "measurements_benchmark.json").write_text(json.dumps(result, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The MRML adapter with the real Slicer core (slicer-core): model, colours, colour bar and table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from phantoms import KneePhantom
+
+slicer = pytest.importorskip("slicer")
+if not hasattr(slicer, "vtkMRMLScene"):
+    pytest.skip("this 'slicer' package is not Slicer's core", allow_module_level=True)
+
+from KneeAILib.measurements import LabelMap, measure_knee  # noqa: E402
+from KneeAILib.measurements.regional_stats import COLUMNS  # noqa: E402
+from KneeAILib.measurements_mrml import show_measurements  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def measured():
+    return measure_knee(LabelMap.from_image(KneePhantom().image()))
+
+
+def test_thickness_models_table_and_colour_bar_in_a_real_scene(measured):
+    scene = slicer.vtkMRMLScene()
+    models, table = show_measurements(scene, measured)
+    assert len(models) == 4
+    femur = models[0]
+    plate = measured.plates["femoral_cartilage"]
+    poly = femur.GetPolyData()
+    assert poly.GetNumberOfPoints() == len(plate.thickness.vertices)
+    assert poly.GetNumberOfCells() == len(plate.thickness.triangles)
+    # RAS in MRML: x and y flip sign relative to the LPS mesh
+    first = np.array(poly.GetPoint(0))
+    assert np.allclose(first, plate.thickness.vertices[0] * [-1, -1, 1], atol=1e-3)
+    arr = poly.GetPointData().GetArray("thickness_mm")
+    values = np.array([arr.GetValue(i) for i in range(arr.GetNumberOfTuples())])
+    assert np.allclose(values[plate.thickness.covered], plate.thickness.thickness[plate.thickness.covered], atol=1e-4)
+
+    display = femur.GetDisplayNode()
+    assert display.GetScalarVisibility() and display.GetActiveScalarName() == "thickness_mm"
+    assert tuple(display.GetScalarRange()) == (0.0, 4.0)
+    assert display.GetColorNode().GetNumberOfColors() == 256
+    legends = [femur.GetNthDisplayNode(i) for i in range(femur.GetNumberOfDisplayNodes())
+               if femur.GetNthDisplayNode(i).IsA("vtkMRMLColorLegendDisplayNode")]
+    assert len(legends) == 1 and legends[0].GetPrimaryDisplayNode() is display
+
+    t = table.GetTable()
+    assert t.GetNumberOfRows() == len(measured.rows) and t.GetNumberOfColumns() == len(COLUMNS)
+    col = COLUMNS.index("mean_thickness_mm")
+    row = next(i for i, r in enumerate(measured.rows) if r["structure"] == "medial_tibial_cartilage"
+               and r["region"] == "all")
+    assert t.GetValue(row, 0).ToString() == "medial_tibial_cartilage"
+    assert t.GetValue(row, col).ToDouble() == pytest.approx(measured.rows[row]["mean_thickness_mm"])
+    assert table.GetColumnUnitLabel("mean_thickness_mm") == "mm"
