@@ -26,9 +26,12 @@ from lib.activelearning.uncertainty import MostUncertain
 from lib.configs.knee_segmentation import model_config_from_conf
 from lib.datastore import KneeDatastore, check_id
 from lib.dicom_import import import_dicom_folders
+from lib.configs.knee_refinement import REFINEMENT, click_config_from_conf, refinement_model_dir
+from lib.infers.knee_refinement import ImageCache, KneeRefinement, KneeScribbles
 from lib.infers.knee_segmentation import KneeSegmentation
 from lib.model_store import ModelStore
 from lib.scoring.tta_uncertainty import TTAUncertaintyScoring
+from lib.trainers.knee_refinement import KneeRefinementTrainer
 from lib.trainers.knee_segmentation import KneeSegmentationTrainer
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,8 @@ class KneeAIApp(MONAILabelApp):
         self.model_config = model_config_from_conf(conf)
         model_dir = conf.get("model_dir") or os.path.join(app_dir, "model", MODEL)
         self.store = ModelStore(model_dir)
+        self.refinement_store = ModelStore(refinement_model_dir(app_dir, conf))
+        self.click_config = click_config_from_conf(conf)
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -63,10 +68,20 @@ class KneeAIApp(MONAILabelApp):
         )
         # Scoring and the uncertainty strategy share the inference task's loaded model.
         self._uncertainty = TTAUncertaintyScoring(self._segmentation)
-        return {MODEL: self._segmentation}
+        # Clicks and scribbles share one cache of recently read images (a click never re-reads the volume).
+        cache = ImageCache()
+        return {
+            MODEL: self._segmentation,
+            REFINEMENT: KneeRefinement(self.refinement_store, self.schema, cache, "Refine one structure from clicks"),
+            "knee_scribbles": KneeScribbles(self.schema, "Refine one structure from scribbles", cache),
+        }
 
     def init_trainers(self):
-        return {MODEL: KneeSegmentationTrainer(self.store, self.schema, self.model_config, "Train the knee model")}
+        return {
+            MODEL: KneeSegmentationTrainer(self.store, self.schema, self.model_config, "Train the knee model"),
+            REFINEMENT: KneeRefinementTrainer(self.refinement_store, self.schema, "Train the click refinement network",
+                                              self.click_config),
+        }
 
     def init_scoring_methods(self):
         return {"knee_uncertainty": self._uncertainty}

@@ -1,0 +1,33 @@
+"""``--conf`` options of the interactive refinement (click network) and where its versions live."""
+
+from __future__ import annotations
+
+import os
+
+from lib.interactive.network import ClickNetConfig
+
+REFINEMENT = "knee_refinement"
+
+
+def refinement_model_dir(app_dir: str, conf: dict) -> str:
+    """``refinement_model_dir``, else beside the segmentation model's folder (``<model_dir>_refinement``
+    when ``model_dir`` is given, so servers with their own model folders never share one)."""
+    if conf.get("refinement_model_dir"):
+        return conf["refinement_model_dir"]
+    if conf.get("model_dir"):
+        return str(conf["model_dir"]).rstrip("/\\") + "_refinement"
+    return os.path.join(app_dir, "model", REFINEMENT)
+
+
+def click_config_from_conf(conf: dict) -> ClickNetConfig:
+    """``refinement_filters`` (16) and ``refinement_patch`` ('z,y,x' voxels, 32,96,96)."""
+    defaults = ClickNetConfig()
+    values = {}
+    if "refinement_filters" in conf:
+        values["init_filters"] = int(conf["refinement_filters"])
+    if "refinement_patch" in conf:
+        parts = [int(p) for p in str(conf["refinement_patch"]).split(",") if p.strip()]
+        if len(parts) != 3:
+            raise ValueError(f"--conf refinement_patch: expected 'z,y,x', got {conf['refinement_patch']!r}")
+        values["patch"] = tuple(parts)
+    return ClickNetConfig(**{**defaults.to_dict(), **values})

@@ -1,0 +1,165 @@
+"""Refining ONE structure of a label map from clicks, on a crop at the image's native resolution.
+
+Only voxels near a click may change (within ``radius_mm``): the cost of an update grows with the
+number of clicks, never with the volume, and a click never disturbs the structure far from it.
+Whatever proposes the new mask (the trained click network, or a random walker until one exists), the
+write-back is the same and guarantees: a voxel changes only between background and the refined
+structure; voxels of every other structure (locked or not) never change and count as background for
+the refined one; a positive click's voxel ends inside the structure, a negative click's outside it.
+Arrays are (k, j, i); clicks are (i, j, k) voxel indices of the arrays given.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from scipy import ndimage
+from skimage.segmentation import random_walker
+
+from lib.interactive.clicks import click_map
+from lib.interactive.network import SIZE_MULTIPLE, ClickNetConfig
+from lib.transforms.working_grid import normalize_intensity
+
+# Until a click network is trained: a random walker, reliable only close to the click (radius and
+# beta chosen on synthesised knees; figures in BENCHMARKS-interactive.md).
+FALLBACK_RADIUS_MM = 8.0
+FALLBACK_BETA = 3000.0
+SEED_RADIUS_MM = 1.5  # a click seeds a small ball, not a single voxel: one voxel barely pulls a walker
+
+# (image, current mask, positive clicks, negative clicks, spacing_zyx) -> structure mask
+Proposer = Callable[[np.ndarray, np.ndarray, list, list, tuple], np.ndarray]
+
+
+def click_box(shape_zyx, clicks_ijk, spacing_zyx, radius_mm: float) -> tuple[slice, slice, slice]:
+    """The block (k, j, i slices) that holds every voxel within ``radius_mm`` of a click."""
+    pts = np.array([(k, j, i) for i, j, k in clicks_ijk])
+    reach = np.ceil(radius_mm / np.asarray(spacing_zyx, float)).astype(int)
+    lo = np.maximum(pts.min(axis=0) - reach, 0)
+    hi = np.minimum(pts.max(axis=0) + reach + 1, shape_zyx)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
+def near_clicks(shape_zyx, clicks_ijk, spacing_zyx, radius_mm: float) -> np.ndarray:
+    """Voxels within ``radius_mm`` of any click (clicks in the block's own coordinates)."""
+    seeds = np.ones(shape_zyx, bool)
+    for i, j, k in clicks_ijk:
+        seeds[k, j, i] = False
+    return ndimage.distance_transform_edt(seeds, sampling=spacing_zyx) <= radius_mm
+
+
+def refine_labels(image: np.ndarray, labels: np.ndarray, value: int, foreground, background,
+                  spacing_zyx, propose: Proposer, radius_mm: float = 12.0,
+                  local_clicks_only: bool = True, focus=None) -> tuple[np.ndarray, dict]:
+    """A new label array: ``labels`` with structure ``value`` refined near the clicks. Returns it and
+    a summary (voxels added/removed, the block worked on).
+
+    ``focus``: the click(s) to act on, usually the newest one (earlier clicks are already in
+    ``labels``); only voxels near them may change, which keeps an update's cost independent of how
+    many clicks came before. Every click inside the block still constrains the result. Default: all."""
+    foreground = [tuple(int(c) for c in p) for p in foreground]
+    background = [tuple(int(c) for c in p) for p in background]
+    focus = [tuple(int(c) for c in p) for p in focus] if focus else foreground + background
+    out = labels.copy()
+    if not focus:
+        return out, {"added": 0, "removed": 0, "block": None}
+    box = click_box(labels.shape, focus, spacing_zyx, radius_mm)
+    lo = np.array([box[2].start, box[1].start, box[0].start])  # (i, j, k)
+    hi = np.array([box[2].stop, box[1].stop, box[0].stop])
+
+    def local(points):
+        return [tuple(int(c) for c in np.array(p) - lo) for p in points if np.all((np.array(p) >= lo) & (np.array(p) < hi))]
+
+    local_fg, local_bg, local_focus = local(foreground), local(background), local(focus)
+    block = labels[box]
+    current = block == value
+    # Other structures are background for this one, and are never written.
+    editable = ((block == 0) | current) & near_clicks(block.shape, local_focus, spacing_zyx, radius_mm)
+    proposal = np.asarray(propose(image[box], current, local_fg, local_bg, tuple(spacing_zyx)), bool)
+    for (i, j, k), inside in [(p, True) for p in local_fg] + [(p, False) for p in local_bg]:
+        proposal[k, j, i] = inside  # the user's click is the truth at its own voxel
+    added = editable & proposal & ~current
+    removed = editable & ~proposal & current
+    if local_clicks_only:
+        # A click corrects the error region it lies in: keep only the additions connected to a
+        # positive click and the removals connected to a negative one (no collateral changes).
+        added = _touching(added, local_fg)
+        removed = _touching(removed, local_bg)
+    new_block = block.copy()
+    new_block[added] = value
+    new_block[removed] = 0
+    out[box] = new_block
+    summary = {
+        "added": int(np.count_nonzero(added)),
+        "removed": int(np.count_nonzero(removed)),
+        "block": [[int(v) for v in lo], [int(v) for v in hi]],
+    }
+    return out, summary
+
+
+def _touching(mask: np.ndarray, points) -> np.ndarray:
+    """The connected components of ``mask`` that contain one of ``points`` (i, j, k)."""
+    if not points or not mask.any():
+        return np.zeros(mask.shape, bool)
+    components, _ = ndimage.label(mask)
+    keep = {int(components[k, j, i]) for i, j, k in points} - {0}
+    return np.isin(components, list(keep)) if keep else np.zeros(mask.shape, bool)
+
+
+# -- proposers -----------------------------------------------------------------------------------
+def _balls(shape, points, spacing_zyx, radius_mm) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    if points:
+        mask = near_clicks(shape, points, spacing_zyx, radius_mm)
+    return mask
+
+
+def random_walker_proposer(radius_mm: float = 12.0, beta: float = 130.0) -> Proposer:
+    """No learning: a random walker on the image, seeded by the clicks (small balls), by the current
+    mask beyond the clicks' reach (inside = structure, outside = background)."""
+
+    def propose(image, current, fg, bg, spacing_zyx):
+        far = ~near_clicks(current.shape, fg + bg, spacing_zyx, radius_mm)
+        markers = np.zeros(current.shape, np.int32)
+        markers[far & current] = 1
+        markers[far & ~current] = 2
+        markers[_balls(current.shape, fg, spacing_zyx, SEED_RADIUS_MM)] = 1
+        markers[_balls(current.shape, bg, spacing_zyx, SEED_RADIUS_MM)] = 2
+        if not (markers == 1).any():
+            return np.zeros(current.shape, bool)
+        if not (markers == 2).any() or (markers > 0).all():
+            return markers == 1
+        data = normalize_intensity(image.astype(np.float32))
+        result = random_walker(data, markers, beta=beta, mode="cg_j", tol=1e-3, spacing=spacing_zyx)
+        return result == 1
+
+    return propose
+
+
+def network_proposer(network: torch.nn.Module, config: ClickNetConfig, device: torch.device) -> Proposer:
+    """The trained click network on the block, in one pass when small, else in sliding windows."""
+    network = network.eval().to(device)
+
+    def propose(image, current, fg, bg, spacing_zyx):
+        x = click_input(image, current, fg, bg, spacing_zyx, config.click_sigma_mm)
+        shape = x.shape[1:]
+        whole = tuple(int(np.ceil(s / SIZE_MULTIPLE) * SIZE_MULTIPLE) for s in shape)
+        roi = whole if int(np.prod(whole)) <= 2_000_000 else config.patch
+        with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
+            logits = sliding_window_inference(torch.from_numpy(x)[None].to(device), roi_size=roi, sw_batch_size=1,
+                                              predictor=network, overlap=0.25, mode="gaussian")
+        return (logits[0, 0].float() > 0).cpu().numpy()
+
+    return propose
+
+
+def click_input(image, current, fg, bg, spacing_zyx, sigma_mm: float) -> np.ndarray:
+    """The network's 4-channel input (C, z, y, x); training builds it with this same function."""
+    return np.stack([
+        normalize_intensity(image.astype(np.float32)),
+        current.astype(np.float32),
+        click_map(current.shape, fg, spacing_zyx, sigma_mm),
+        click_map(current.shape, bg, spacing_zyx, sigma_mm),
+    ]).astype(np.float32)

@@ -1,0 +1,226 @@
+"""MONAI Label train task ``knee_refinement``: the click network, from simulated users.
+
+Samples: a labelled case (the datastore's final labels, i.e. every submitted correction, plus
+``synthetic_cases`` knees synthesised from procedural label maps), one structure, a plausible wrong
+mask of it (lib/interactive/simulation.corrupt), clicks at the centres of its largest error regions,
+a crop at the image's NATIVE resolution around the first click; target: the true structure.
+Validation runs the benchmark's protocol (3 clicks per structure, the network in the loop) on held-out
+cases; the mean Dice after the last click decides promotion, and only above the random walker's. Versions live in their own ModelStore.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.losses import DiceCELoss
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.train import TrainTask
+
+from lib.infers.knee_segmentation import pick_device
+from lib.interactive.network import ClickNetConfig, build_click_network, click_network_from_state, click_state
+from lib.interactive.refine import (FALLBACK_BETA, FALLBACK_RADIUS_MM, click_input, network_proposer,
+                                    random_walker_proposer, refine_labels)
+from lib.interactive.simulation import corrupt, error_clicks, run_clicks, starting_labels
+from lib.model_store import ModelStore, read_json, write_json_atomically
+from lib.trainers.training_data import fixed_split, load_pair
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "max_epochs": 20,
+    "iterations_per_epoch": 32,
+    "batch_size": 2,
+    "learning_rate": 1e-3,
+    "max_clicks": 5,  # clicks per training sample: 1..max_clicks
+    "synthetic_cases": 0,  # knees synthesised from procedural label maps, added to the datastore's
+    "validation_clicks": 3,
+    "seed": 0,
+    "init": "promoted",  # or "scratch"
+}
+VALIDATION_STRUCTURES = ("femur", "femoral_cartilage", "medial_meniscus")
+
+
+def _case_arrays(image: sitk.Image, labels: sitk.Image) -> tuple[np.ndarray, np.ndarray, tuple]:
+    return (sitk.GetArrayFromImage(image).astype(np.float32), sitk.GetArrayFromImage(labels).astype(np.uint8),
+            tuple(image.GetSpacing()[::-1]))
+
+
+def synthetic_cases(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray, tuple]]:
+    from lib.synthesis import make_knee_phantom, synthesize_pair
+
+    cases = []
+    for k in range(n):
+        image, labels = synthesize_pair(make_knee_phantom(10_000 + seed * 100 + k), 20_000 + seed * 100 + k)
+        cases.append(_case_arrays(image, labels))
+    return cases
+
+
+def _crop(arrays, centre_zyx, patch):
+    """Crops of ``patch`` voxels centred on ``centre_zyx``, zero-padded where the volume ends."""
+    shape = arrays[0].shape
+    lo = [int(c) - p // 2 for c, p in zip(centre_zyx, patch)]
+    src = tuple(slice(max(a, 0), min(a + p, s)) for a, p, s in zip(lo, patch, shape))
+    dst = tuple(slice(s.start - a, s.stop - a) for s, a in zip(src, lo))
+    out = []
+    for array in arrays:
+        crop = np.zeros(array.shape[:-3] + tuple(patch), array.dtype)
+        crop[(Ellipsis,) + dst] = array[(Ellipsis,) + src]
+        out.append(crop)
+    return out
+
+
+def training_sample(image, labels, spacing_zyx, config: ClickNetConfig, rng, max_clicks: int):
+    """(input (4, z, y, x), target (1, z, y, x)) or None when the case has no structure."""
+    present = [int(v) for v in np.unique(labels) if 0 < v < 20]
+    if not present:
+        return None
+    truth = labels == present[int(rng.integers(len(present)))]
+    mask = corrupt(truth, spacing_zyx, rng)
+    fg, bg = error_clicks(mask, truth, spacing_zyx, int(rng.integers(1, max_clicks + 1)))
+    if not fg and not bg:  # nothing wrong: still teach "keep it", around a structure voxel
+        idx = np.argwhere(truth)
+        k, j, i = idx[int(rng.integers(len(idx)))]
+        fg = [(int(i), int(j), int(k))]
+    i, j, k = (fg + bg)[0]
+    crop_image, crop_mask, crop_truth = _crop([image, mask, truth], (k, j, i), config.patch)
+    lo = np.array([k, j, i]) - np.array(config.patch) // 2
+
+    def local(points):
+        return [p for p in ((int(a - lo[2]), int(b - lo[1]), int(c - lo[0])) for a, b, c in points)
+                if all(0 <= v < s for v, s in zip(p[::-1], config.patch))]
+
+    x = click_input(crop_image, crop_mask, local(fg), local(bg), spacing_zyx, config.click_sigma_mm)
+    if rng.random() < 0.5:  # left-right flip; the clicks' maps flip with the image
+        x, crop_truth = x[..., ::-1], crop_truth[..., ::-1]
+    return np.ascontiguousarray(x), np.ascontiguousarray(crop_truth[None], dtype=np.float32)
+
+
+class KneeRefinementTrainer(TrainTask):
+    def __init__(self, store: ModelStore, schema, description: str, config: ClickNetConfig | None = None):
+        super().__init__(description)
+        self.store = store
+        self.schema = schema
+        self.default_config = config or ClickNetConfig()
+
+    def config(self) -> dict[str, Any]:
+        return dict(DEFAULTS)
+
+    def stats(self) -> dict[str, Any]:
+        stats = read_json(self.store.root / "train_stats.json") or {}
+        promoted = self.store.promoted()
+        stats["promoted_version"] = promoted["version"] if promoted else None
+        return stats
+
+    def __call__(self, request, datastore: Datastore) -> dict[str, Any]:
+        options = {**DEFAULTS, **{k: v for k, v in request.items() if k in DEFAULTS}}
+        seed = int(options["seed"])
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        device = pick_device(request.get("device"))
+        datalist = [d for d in datastore.datalist() if d.get("label")]
+        train_items, val_items = fixed_split(datalist, self.store.root / "split.json") if datalist else ([], [])
+        train = [_case_arrays(*load_pair(item)) for item in (train_items or val_items)]
+        validation = [_case_arrays(*load_pair(item)) for item in val_items]
+        synthetic = synthetic_cases(int(options["synthetic_cases"]), seed)
+        if synthetic:  # the last synthesised knee is held out when the datastore holds none to validate on
+            train += synthetic[:-1] if len(synthetic) > 1 else synthetic
+            validation = validation or synthetic[-1:]
+        if not train:
+            raise ValueError("No labelled images in the datastore and synthetic_cases is 0: nothing to train on")
+        validation = validation or train[:1]
+
+        config, network = self._initial(options["init"])
+        network.to(device)
+        version = self.store.new_version()
+        started = time.time()
+        loss_fn = DiceCELoss(sigmoid=True)
+        optimizer = torch.optim.AdamW(network.parameters(), lr=float(options["learning_rate"]), weight_decay=1e-5)
+        epochs, iterations = int(options["max_epochs"]), int(options["iterations_per_epoch"])
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * iterations))
+        use_amp = device.type == "cuda"
+        scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+        logger.info(f"Training refinement {version} on {device}: {len(train)} train / {len(validation)} validation cases")
+        # A network is promoted only when it beats what the server runs without one (the random walker)
+        # on the same held-out protocol: training must never make interactive correction worse.
+        baseline = self.validate(random_walker_proposer(FALLBACK_RADIUS_MM, FALLBACK_BETA), FALLBACK_RADIUS_MM,
+                                 validation, int(options["validation_clicks"]))
+        logger.info(f"Random-walker baseline on the validation cases: {baseline}")
+        best = {"mean_dice": -1.0}
+        history = []
+        for epoch in range(1, epochs + 1):
+            network.train()
+            losses = []
+            for _ in range(iterations):
+                batch = []
+                while len(batch) < int(options["batch_size"]):
+                    sample = training_sample(*train[int(rng.integers(len(train)))], config, rng, int(options["max_clicks"]))
+                    if sample is not None:
+                        batch.append(sample)
+                x = torch.from_numpy(np.stack([b[0] for b in batch])).to(device)
+                y = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
+                with torch.autocast(device.type, enabled=use_amp):
+                    loss = loss_fn(network(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                losses.append(float(loss.detach()))
+            network.eval()
+            dice = self.validate(network_proposer(network, config, device), config.radius_mm, validation,
+                                 int(options["validation_clicks"]))
+            network.train()
+            record = {"epoch": epoch, "loss": float(np.mean(losses)), **dice}
+            history.append(record)
+            if dice["mean_dice"] > best["mean_dice"]:
+                best = {"epoch": epoch, **dice}
+                self.store.save(version, click_state(config, network), {
+                    "version": version, "best_epoch": epoch, "mean_dice": dice["mean_dice"], "dice": dice["dice"],
+                    "options": options, "validation": f"Dice after {options['validation_clicks']} simulated clicks",
+                    "random_walker_baseline": baseline,
+                    "seconds": round(time.time() - started, 1), "history": history})
+                if dice["mean_dice"] > baseline["mean_dice"]:
+                    self.store.promote_if_better(version, dice["mean_dice"])
+            logger.info(f"refinement {version} epoch {epoch}/{epochs} loss {record['loss']:.4f} Dice {dice['dice']}")
+            write_json_atomically(self.store.root / "train_stats.json", {
+                "version": version, "status": "running", "epoch": epoch, "max_epochs": epochs, "loss": record["loss"],
+                "val_dice": dice["dice"], "device": str(device), "start_ts": started})
+        summary = {"version": version, "status": "done", "promoted": (self.store.promoted() or {}).get("version") == version,
+                   "best_epoch": best.get("epoch"), "mean_dice": best["mean_dice"],
+                   "random_walker_mean_dice": baseline["mean_dice"], "device": str(device),
+                   "seconds": round(time.time() - started, 1)}
+        write_json_atomically(self.store.root / "train_stats.json", summary)
+        logger.info(f"Refinement training finished: {summary}")
+        return summary
+
+    def _initial(self, init: str):
+        if init == "promoted":
+            loaded = self.store.load_promoted()
+            if loaded:
+                return click_network_from_state(loaded[1])
+        return self.default_config, build_click_network(self.default_config)
+
+    def validate(self, propose, radius_mm: float, cases, clicks: int) -> dict[str, Any]:
+        """Dice after ``clicks`` simulated clicks from a corrupted start, per structure (the benchmark's protocol)."""
+        rng = np.random.default_rng(1234)  # the same starting masks every epoch, and for the baseline
+        per: dict[str, list[float]] = {}
+        for image, labels, spacing in cases:
+            for key in VALIDATION_STRUCTURES:
+                value = self.schema.by_key[key].value
+                truth = labels == value
+                if not truth.any():
+                    continue
+                start = starting_labels(labels, value, spacing, rng)
+
+                def refine(current, fg, bg, last):
+                    return refine_labels(image, current, value, fg, bg, spacing, propose, radius_mm, focus=[last])[0]
+
+                trace = run_clicks(start, truth, value, refine, spacing, clicks)
+                per.setdefault(key, []).append(trace.dice[-1])
+        dice = {k: round(float(np.mean(v)), 4) for k, v in per.items()}
+        return {"dice": dice, "mean_dice": float(np.mean(list(dice.values()))) if dice else 0.0}
