@@ -11,6 +11,7 @@ Pure Python: requests + the standard library (and volume.py for uploads).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -115,20 +116,25 @@ class KneeAIClient:
         return str(result["image"])
 
     def infer(self, image_id: str | None = None, image_file: str | Path | None = None, model: str = MODEL,
-              params: dict | None = None) -> InferenceResult:
+              params: dict | None = None, label_file: str | Path | None = None) -> InferenceResult:
         """Runs ``model`` on a datastore image (``image_id``) or on a file sent with the request
-        (``image_file``: the server keeps no copy). Returns the label file and the server's params."""
+        (``image_file``: the server keeps no copy), with an optional label map sent along
+        (``label_file``: the current labels an interactive model refines). Returns the label file and
+        the server's params."""
         if bool(image_id) == bool(image_file):
             raise ValueError("infer needs exactly one of image_id and image_file")
         data = {"params": json.dumps(params or {})}
         query = {"image": image_id} if image_id else {}
         path = f"/infer/{_safe_path(model)}"
-        if image_file:
-            with Path(image_file).open("rb") as f:
-                files = {"file": ("image" + _volume_suffix(str(image_file)), f, "application/octet-stream")}
-                response = self._request("POST", path, INFER_TIMEOUT_S, params=query, data=data, files=files)
-        else:
-            response = self._request("POST", path, INFER_TIMEOUT_S, params=query, data=data)
+        with contextlib.ExitStack() as stack:
+            files = {}
+            if image_file:
+                files["file"] = ("image" + _volume_suffix(str(image_file)),
+                                 stack.enter_context(Path(image_file).open("rb")), "application/octet-stream")
+            if label_file:
+                files["label"] = ("label" + _volume_suffix(str(label_file)),
+                                  stack.enter_context(Path(label_file).open("rb")), "application/octet-stream")
+            response = self._request("POST", path, INFER_TIMEOUT_S, params=query, data=data, files=files or None)
         parts = parse_multipart(response)
         if "image" not in parts:
             raise BadResponse(f"Inference answer has no label image (parts: {sorted(parts)})")

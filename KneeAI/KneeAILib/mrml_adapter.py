@@ -303,3 +303,15 @@ def world_points_to_ijk(markups_node, volume_node) -> tuple[np.ndarray, np.ndarr
     dims = np.array(volume_node.GetImageData().GetDimensions())
     inside = np.all((ijk >= 0) & (ijk < dims), axis=1)
     return ijk, inside
+
+
+def markup_click(markups_node, volume_node, index: int = -1) -> tuple[int, int, int]:
+    """The voxel (i, j, k) of one control point (the newest by default), under any transforms; a
+    point outside the volume is refused with a message (it would refine the wrong place)."""
+    ijk, inside = world_points_to_ijk(markups_node, volume_node)
+    if len(ijk) == 0:
+        raise ValueError(f"'{markups_node.GetName()}' has no points")
+    if not inside[index]:
+        raise ValueError(f"The point {markups_node.GetNthControlPointLabel(index % len(ijk))!r} lies outside the "
+                         f"volume '{volume_node.GetName()}' (voxel {ijk[index].tolist()})")
+    return tuple(int(c) for c in ijk[index])

@@ -1,0 +1,175 @@
+"""Interactive correction of one segment, client side (pure Python: numpy + the REST client).
+
+- ``ClickSet``: the positive/negative clicks placed per segment (voxel indices i, j, k), in order.
+- ``refinement_request``: what an Update sends: the structure, the clicks near the newest one, the
+  region (ROI) around it and the current labels of that ROI only; the image itself is the server's
+  copy (its datastore id), never sent again.
+- ``merge_into_segment``: the answer goes into THAT segment only: a voxel changes only between
+  background and the refined structure; locked segments and every other segment stay exactly as they
+  are (so they count as background for the refined one, and are never overwritten).
+- ``UndoStack``: each merge records the voxels it changed and their old values; undo restores them.
+- ``refine_segment``: the whole Update; when the server cannot be reached it raises and the labels
+  the user edited are left untouched (the merge only happens on a complete answer).
+Arrays are (k, j, i) like PixelVolume's; clicks are (i, j, k).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .client import KneeAIClient
+from .schema import KneeSchema
+from .volume import PixelVolume, VolumeError, read_volume_file, write_volume_atomically
+
+REFINEMENT_MODEL = "knee_refinement"
+REACH_MM = 25.0  # the ROI around the newest click: wider than any click's reach on the server
+
+
+class RefinementError(ValueError):
+    """A refinement the client refuses before asking the server (locked segment, click outside the image)."""
+
+
+@dataclass
+class ClickSet:
+    """Clicks per structure key: [(ijk, positive), ...] in the order they were placed."""
+
+    clicks: dict[str, list[tuple[tuple[int, int, int], bool]]] = field(default_factory=dict)
+
+    def add(self, structure: str, ijk, positive: bool) -> None:
+        self.clicks.setdefault(structure, []).append((tuple(int(c) for c in ijk), bool(positive)))
+
+    def remove_last(self, structure: str) -> None:
+        if self.clicks.get(structure):
+            self.clicks[structure].pop()
+
+    def of(self, structure: str) -> list[tuple[tuple[int, int, int], bool]]:
+        return list(self.clicks.get(structure, []))
+
+    def clear(self, structure: str) -> None:
+        self.clicks.pop(structure, None)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """What one merge changed: flat voxel indices and their values before it."""
+
+    structure: str
+    indices: np.ndarray
+    old_values: np.ndarray
+
+
+class UndoStack:
+    def __init__(self) -> None:
+        self._edits: list[Edit] = []
+
+    def push(self, edit: Edit) -> None:
+        self._edits.append(edit)
+
+    def __len__(self) -> int:
+        return len(self._edits)
+
+    def undo(self, labels: np.ndarray) -> Edit | None:
+        """Restores, in place, the voxels of the last refinement; returns its record (None: nothing to undo)."""
+        if not self._edits:
+            return None
+        edit = self._edits.pop()
+        labels.reshape(-1)[edit.indices] = edit.old_values
+        return edit
+
+
+def check_click(ijk, shape_kji) -> tuple[int, int, int]:
+    ijk = tuple(int(c) for c in ijk)
+    if any(c < 0 or c >= s for c, s in zip(ijk, shape_kji[::-1])):
+        raise RefinementError(f"The click at voxel {list(ijk)} is outside the image (size {list(shape_kji[::-1])})")
+    return ijk
+
+
+def roi_around(ijk, shape_kji, spacing, reach_mm: float = REACH_MM) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(lower, upper) voxel indices (i, j, k; upper exclusive) within ``reach_mm`` of a click."""
+    reach = np.ceil(reach_mm / np.asarray(spacing, float)).astype(int)
+    size = np.array(shape_kji[::-1])
+    lo = np.maximum(np.array(ijk) - reach, 0)
+    hi = np.minimum(np.array(ijk) + reach + 1, size)
+    return tuple(int(v) for v in lo), tuple(int(v) for v in hi)
+
+
+def _slices(roi) -> tuple[slice, slice, slice]:
+    (i0, j0, k0), (i1, j1, k1) = roi
+    return slice(k0, k1), slice(j0, j1), slice(i0, i1)
+
+
+def refinement_request(labels: PixelVolume, structure: str, clicks: ClickSet, locked: set[str], schema: KneeSchema,
+                       reach_mm: float = REACH_MM) -> tuple[dict, np.ndarray]:
+    """(params, ROI labels) for an Update of ``structure`` after its newest click."""
+    if structure not in schema.by_key:
+        raise RefinementError(f"Unknown structure {structure!r}")
+    if structure in locked:
+        raise RefinementError(f"'{schema.by_key[structure].name}' is locked: unlock it to refine it")
+    placed = clicks.of(structure)
+    if not placed:
+        raise RefinementError(f"No clicks on '{schema.by_key[structure].name}' yet")
+    shape = labels.array.shape
+    last = check_click(placed[-1][0], shape)
+    roi = roi_around(last, shape, labels.spacing, reach_mm)
+    inside = [(check_click(p, shape), positive) for p, positive in placed
+              if all(a <= c < b for c, a, b in zip(p, roi[0], roi[1]))]
+    params = {
+        "structure": structure,
+        "foreground": [list(p) for p, positive in inside if positive],
+        "background": [list(p) for p, positive in inside if not positive],
+        "last": list(last),
+        "roi": [list(roi[0]), list(roi[1])],
+        "locked": sorted(locked),
+    }
+    return params, np.ascontiguousarray(labels.array[_slices(roi)], dtype=np.uint8)
+
+
+def merge_into_segment(labels: np.ndarray, roi, block: np.ndarray, value: int, locked_values: set[int],
+                       structure: str = "") -> Edit:
+    """Writes the server's ROI block into ``labels`` (in place) for structure ``value`` only, and
+    returns the undo record. Whatever the block says, a voxel changes only from background to
+    ``value`` or from ``value`` to background, and never when ``value`` is locked."""
+    window = _slices(roi)
+    current = labels[window]
+    if block.shape != current.shape:
+        raise RefinementError(f"The server's answer {block.shape} does not match the region {current.shape}")
+    if value in locked_values:
+        raise RefinementError(f"Structure {structure or value} is locked")
+    mine_or_free = (current == 0) | (current == value)
+    change = mine_or_free & ((block == value) != (current == value))
+    new_values = np.where(block == value, value, 0).astype(labels.dtype)
+    index_grid = np.arange(labels.size).reshape(labels.shape)[window]
+    indices = index_grid[change]
+    edit = Edit(structure, indices, labels.reshape(-1)[indices].copy())
+    current[change] = new_values[change]
+    return edit
+
+
+def refine_segment(client: KneeAIClient, image_id: str, labels: PixelVolume, structure: str, clicks: ClickSet,
+                   locked: set[str], schema: KneeSchema, undo: UndoStack) -> dict:
+    """One Update: asks the server, merges its answer into ``labels.array`` (in place) for
+    ``structure`` only, records the undo step. Returns the server's params. Any failure (server
+    unreachable, server error, bad answer) raises before ``labels`` is touched."""
+    params, block = refinement_request(labels, structure, clicks, locked, schema)
+    lo = params["roi"][0]
+    # The ROI block with its own geometry: a file the server could also read on its own.
+    origin_lps = np.asarray(labels.origin) + np.asarray(labels.direction, float).reshape(3, 3) @ (
+        np.asarray(lo, float) * np.asarray(labels.spacing))
+    roi_volume = PixelVolume(block, labels.spacing, tuple(float(v) for v in origin_lps), labels.direction)
+    with tempfile.TemporaryDirectory(prefix="kneeai-refine-") as tmp:
+        label_file = write_volume_atomically(roi_volume, Path(tmp) / "roi_label.nii.gz")
+        result = client.infer(image_id=image_id, model=REFINEMENT_MODEL, params=params, label_file=label_file)
+    try:
+        answer = read_volume_file(result.label_path).array
+    finally:
+        result.label_path.unlink(missing_ok=True)
+    if answer.shape != block.shape:
+        raise VolumeError(f"The refinement answer {answer.shape} does not match the region sent {block.shape}")
+    value = schema.by_key[structure].value
+    locked_values = {schema.by_key[k].value for k in locked}
+    undo.push(merge_into_segment(labels.array, params["roi"], np.asarray(answer), value, locked_values, structure))
+    return result.params
