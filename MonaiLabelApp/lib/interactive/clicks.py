@@ -44,7 +44,9 @@ def largest_error_click(prediction: np.ndarray, truth: np.ndarray,
     # Padded by one so that the crop's border counts as the region's boundary.
     mask = np.pad(components[region] == largest, 1)
     distance = ndimage.distance_transform_edt(mask, sampling=spacing_zyx)
-    k, j, i = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    # Ties (a slab has a whole sheet of deepest voxels): the deepest voxel nearest their middle.
+    deepest = np.argwhere(distance >= distance.max() - 1e-6)
+    k, j, i = deepest[int(np.argmin(((deepest - deepest.mean(axis=0)) ** 2).sum(axis=1)))]
     k, j, i = k - 1 + region[0].start, j - 1 + region[1].start, i - 1 + region[2].start
     return Click((int(i), int(j), int(k)), positive, size)
 

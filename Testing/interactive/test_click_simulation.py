@@ -1,0 +1,72 @@
+"""The simulated user: the next click goes to the centre of the largest error region (known answers)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lib.interactive.clicks import click_map, largest_error_click
+from lib.interactive.simulation import error_clicks, run_clicks
+
+
+def test_positive_click_at_the_centre_of_the_largest_missed_region():
+    truth = np.zeros((20, 30, 40), bool)
+    truth[2:9, 5:12, 10:17] = True  # missed 7x7x7 cube, centre (k, j, i) = (5, 8, 13)
+    truth[12:15, 20:23, 30:33] = True  # missed 3x3x3: smaller
+    prediction = np.zeros_like(truth)
+    prediction[15:17, 0:2, 0:2] = True  # a false region of 8 voxels: smaller still
+    click = largest_error_click(prediction, truth)
+    assert click.positive and click.ijk == (13, 8, 5) and click.region_voxels == 343
+
+
+def test_negative_click_inside_the_largest_false_region_and_none_when_perfect():
+    truth = np.zeros((20, 20, 20), bool)
+    truth[5:10, 5:10, 5:10] = True
+    prediction = truth.copy()
+    prediction[12:19, 2:5, 2:17] = True  # false slab 7x3x15: centre (15, 3, 9)
+    click = largest_error_click(prediction, truth)
+    assert not click.positive and click.ijk == (9, 3, 15)
+    assert largest_error_click(truth, truth) is None
+
+
+def test_centre_is_inside_a_curved_region_where_the_centroid_is_not():
+    truth = np.zeros((9, 40, 40), bool)
+    truth[:, 5:35, 5:10] = True  # an L: its centroid lies outside it
+    truth[:, 30:35, 5:35] = True
+    click = largest_error_click(np.zeros_like(truth), truth)
+    i, j, k = click.ijk
+    assert truth[k, j, i]
+
+
+def test_spacing_decides_the_centre_in_millimetres():
+    truth = np.zeros((11, 11, 31), bool)
+    truth[:, :, :] = True
+    # Anisotropic: 3 mm along k makes the k axis the long one in mm; the centre stays in the middle.
+    click = largest_error_click(np.zeros_like(truth), truth, spacing_zyx=(3.0, 1.0, 1.0))
+    assert click.ijk == (15, 5, 5)
+
+
+def test_click_map_peaks_at_the_click():
+    maps = click_map((10, 10, 10), [(2, 3, 4)], (1.0, 1.0, 1.0), sigma_mm=2.0)
+    assert maps[4, 3, 2] == 1.0 and np.unravel_index(np.argmax(maps), maps.shape) == (4, 3, 2)
+
+
+def test_error_clicks_visit_regions_largest_first_and_run_clicks_reaches_the_truth():
+    truth = np.zeros((20, 20, 20), bool)
+    truth[2:8, 2:8, 2:8] = True
+    truth[12:15, 12:15, 12:15] = True
+    fg, bg = error_clicks(np.zeros_like(truth), truth, (1, 1, 1), 5)
+    assert fg == [(4, 4, 4), (13, 13, 13)] and bg == []
+
+    labels = np.zeros(truth.shape, np.uint8)
+
+    def oracle(current, foreground, background, last):  # fills the error region under the click
+        from scipy import ndimage
+
+        out = current.copy()
+        components, _ = ndimage.label(truth & (current != 3))
+        i, j, k = last
+        out[components == components[k, j, i]] = 3
+        return out
+
+    trace = run_clicks(labels, truth, 3, oracle, (1, 1, 1), max_clicks=10)
+    assert len(trace.latency_s) == 2 and trace.dice[-1] == 1.0 and trace.dice[0] == 0.0

@@ -1,0 +1,83 @@
+"""The write-back guarantees of a refinement, server side (refine_labels) and client side (merge):
+only voxels of background or of the refined structure change, and only between the two."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from KneeAILib.refinement import ClickSet, RefinementError, UndoStack, merge_into_segment, refinement_request
+from KneeAILib.volume import PixelVolume
+from lib.interactive.refine import random_walker_proposer, refine_labels
+
+
+def _noisy_labels(seed=0, shape=(24, 40, 40)):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 11, shape).astype(np.uint8)
+
+
+def _everything(image, current, fg, bg, spacing):
+    return np.ones(current.shape, bool)  # a proposer that claims every voxel: the worst case
+
+
+def _nothing(image, current, fg, bg, spacing):
+    return np.zeros(current.shape, bool)
+
+
+@pytest.mark.parametrize("propose", [_everything, _nothing, random_walker_proposer(8.0, 3000.0)])
+def test_server_refinement_changes_only_background_and_the_structure(propose):
+    labels = _noisy_labels()
+    image = np.random.default_rng(1).normal(size=labels.shape).astype(np.float32)
+    new, summary = refine_labels(image, labels, 5, [(20, 20, 12)], [(10, 10, 5)], (1.0, 1.0, 1.0), propose,
+                                 radius_mm=6.0, local_clicks_only=False)
+    changed = new != labels
+    assert set(np.unique(labels[changed])) <= {0, 5} and set(np.unique(new[changed])) <= {0, 5}
+    others = ~np.isin(labels, [0, 5])
+    np.testing.assert_array_equal(new[others], labels[others])
+    # Nothing changes farther than the radius from a click.
+    k, j, i = np.nonzero(changed)
+    far = np.minimum(np.sqrt((i - 20) ** 2 + (j - 20) ** 2 + (k - 12) ** 2), np.sqrt((i - 10) ** 2 + (j - 10) ** 2 + (k - 5) ** 2))
+    assert np.all(far <= 6.0)
+    if labels[12, 20, 20] in (0, 5):
+        assert new[12, 20, 20] == 5  # a positive click's voxel ends in the structure
+    if labels[5, 10, 10] in (0, 5):
+        assert new[5, 10, 10] == 0
+
+
+def test_client_merge_never_touches_locked_or_other_segments_and_undo_restores_exactly():
+    labels = _noisy_labels(2)
+    before = labels.copy()
+    roi = ((5, 5, 2), (30, 35, 20))
+    block = np.full((18, 30, 25), 5, np.uint8)  # an answer that claims the whole ROI for structure 5
+    undo = UndoStack()
+    undo.push(merge_into_segment(labels, roi, block, 5, locked_values={1, 2}, structure="femoral_cartilage"))
+    changed = labels != before
+    assert changed.any() and set(np.unique(before[changed])) == {0}  # only background became cartilage
+    assert np.array_equal(labels[~np.isin(before, [0, 5])], before[~np.isin(before, [0, 5])])
+    outside = np.ones(labels.shape, bool)
+    outside[2:20, 5:35, 5:30] = False
+    assert not changed[outside].any()
+    undo.undo(labels)
+    np.testing.assert_array_equal(labels, before)
+    assert undo.undo(labels) is None
+
+    with pytest.raises(RefinementError, match="locked"):
+        merge_into_segment(labels, roi, block, 1, locked_values={1})
+    np.testing.assert_array_equal(labels, before)
+
+
+def test_request_refuses_locked_unknown_and_outside_clicks(schema):
+    volume = PixelVolume(np.zeros((10, 20, 30), np.uint8), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    clicks = ClickSet()
+    clicks.add("femur", (3, 4, 5), True)
+    with pytest.raises(RefinementError, match="locked"):
+        refinement_request(volume, "femur", clicks, {"femur"}, schema)
+    with pytest.raises(RefinementError, match="Unknown structure"):
+        refinement_request(volume, "kneecap", clicks, set(), schema)
+    clicks.add("femur", (30, 4, 5), False)  # i = 30 is past the last column (29)
+    with pytest.raises(RefinementError, match="outside the image"):
+        refinement_request(volume, "femur", clicks, set(), schema)
+    clicks.remove_last("femur")
+    params, block = refinement_request(volume, "femur", clicks, {"tibia"}, schema, reach_mm=4.0)
+    assert params["roi"] == [[0, 0, 3], [8, 9, 8]] and block.shape == (5, 9, 8)  # 4 mm = 2 slices along k
+    assert params["foreground"] == [[3, 4, 5]] and params["last"] == [3, 4, 5] and params["locked"] == ["tibia"]
