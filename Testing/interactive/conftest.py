@@ -30,3 +30,13 @@ def client(knee_server, tmp_path_factory):
     from KneeAILib.client import KneeAIClient
 
     return KneeAIClient(knee_server, download_dir=tmp_path_factory.mktemp("refine_downloads"))
+
+
+@pytest.fixture
+def scene():
+    """A fresh MRML scene of the real MRML library (slicer-core), segmentation converters registered."""
+    slicer = pytest.importorskip("slicer", reason="slicer-core (the MRML library) is not installed")
+    from KneeAILib.mrml_adapter import ensure_segmentation_converters
+
+    ensure_segmentation_converters()
+    return slicer.vtkMRMLScene()

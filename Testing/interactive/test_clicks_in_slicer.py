@@ -1,0 +1,86 @@
+"""Clicks placed in Slicer (markups, world RAS) under transformed volumes reach the right voxels, and
+the Update writes back into the clicked segment only (real MRML library, real server)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from KneeAILib.refinement import ClickSet, UndoStack, refine_segment
+from KneeAILib.volume import PixelVolume
+from lib.interactive.clicks import largest_error_click
+
+vtk = pytest.importorskip("vtk", reason="slicer-core (VTK) is not installed")
+from KneeAILib import mrml_adapter  # noqa: E402  (needs slicer-core)
+
+CARTILAGE = "femoral_cartilage"
+
+
+def _rotation(axis: str, degrees: float) -> np.ndarray:
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    return {"x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]), "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+            "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
+
+
+def _transform_node(scene, matrix: np.ndarray):
+    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    m = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            m.SetElement(r, c, matrix[r, c])
+    node.SetMatrixTransformToParent(m)
+    return node
+
+
+def test_markup_click_under_transforms_refines_the_right_voxels_of_that_segment_only(scene, schema, client, phantom_case):
+    image_id, image, truth = phantom_case
+    value = schema.by_key[CARTILAGE].value
+    labels = truth.copy()
+    voxels = np.argwhere(truth == value)
+    k0, j0, i0 = voxels[len(voxels) // 3]
+    zz, yy, xx = np.ogrid[: truth.shape[0], : truth.shape[1], : truth.shape[2]]
+    labels[((zz - k0) ** 2 + (yy - j0) ** 2 + (xx - i0) ** 2 <= 25) & (truth == value)] = 0
+    click = largest_error_click(labels == value, truth == value, image.GetSpacing()[::-1])
+
+    volume = PixelVolume.from_sitk(image)
+    volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "knee")
+    to_parent = np.eye(4)
+    to_parent[:3, :3] = _rotation("y", 25) @ _rotation("z", -40)
+    to_parent[:3, 3] = [30.0, -10.0, 55.0]
+    volume_node.SetAndObserveTransformNodeID(_transform_node(scene, to_parent).GetID())
+    segmentation = mrml_adapter.segmentation_from_labels(scene, volume.with_array(labels), schema, volume_node)
+
+    # The annotator clicks where they SEE the missed voxel: through the volume's transform, while the
+    # markups node sits under a transform of its own.
+    positive = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "femoral cartilage +")
+    markups_parent = np.eye(4)
+    markups_parent[:3, :3] = _rotation("x", 30)
+    markups_parent[:3, 3] = [-4.0, 6.0, 2.0]
+    positive.SetAndObserveTransformNodeID(_transform_node(scene, markups_parent).GetID())
+    world = to_parent @ volume.ijk_to_ras() @ np.array([*(np.array(click.ijk) + [0.2, -0.3, 0.1]), 1.0])
+    positive.AddControlPointWorld(vtk.vtkVector3d(*world[:3]))
+    ijk = mrml_adapter.markup_click(positive, volume_node)
+    assert ijk == click.ijk
+
+    exported = mrml_adapter.labels_from_segmentation(segmentation, volume_node, schema).labels
+    np.testing.assert_array_equal(exported.array, labels)
+    clicks, undo = ClickSet(), UndoStack()
+    clicks.add(CARTILAGE, ijk, True)
+    work = volume.with_array(exported.array.copy())
+    refine_segment(client, image_id, work, CARTILAGE, clicks, {"femur", "tibia"}, schema, undo)
+    # Only the refined segment is written back into the segmentation node.
+    sid = next(segmentation.GetSegmentation().GetNthSegmentID(n)
+               for n in range(segmentation.GetSegmentation().GetNumberOfSegments())
+               if mrml_adapter.schema_value_of_segment(segmentation.GetSegmentation().GetNthSegment(n), schema) == value)
+    mrml_adapter.set_segment_mask(segmentation, sid, work.array == value, volume_node)
+    after = mrml_adapter.labels_from_segmentation(segmentation, volume_node, schema).labels.array
+    i, j, k = click.ijk
+    assert after[k, j, i] == value and labels[k, j, i] == 0
+    others = ~np.isin(labels, [0, value])
+    np.testing.assert_array_equal(after[others], labels[others])
+
+    # A point placed outside the volume is refused with a message, not sent.
+    outside = to_parent @ volume.ijk_to_ras() @ np.array([-30.0, 5.0, 5.0, 1.0])
+    positive.AddControlPointWorld(vtk.vtkVector3d(*outside[:3]))
+    with pytest.raises(ValueError, match="outside the volume"):
+        mrml_adapter.markup_click(positive, volume_node)
