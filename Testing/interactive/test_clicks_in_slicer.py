@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from KneeAILib.refinement import ClickSet, UndoStack, refine_segment
 from KneeAILib.volume import PixelVolume
 from lib.interactive.clicks import largest_error_click
 
 vtk = pytest.importorskip("vtk", reason="slicer-core (VTK) is not installed")
 from KneeAILib import mrml_adapter  # noqa: E402  (needs slicer-core)
+from KneeAILib.refinement_mrml import SceneRefinement  # noqa: E402
 
 CARTILAGE = "femoral_cartilage"
 
@@ -59,28 +59,30 @@ def test_markup_click_under_transforms_refines_the_right_voxels_of_that_segment_
     positive.SetAndObserveTransformNodeID(_transform_node(scene, markups_parent).GetID())
     world = to_parent @ volume.ijk_to_ras() @ np.array([*(np.array(click.ijk) + [0.2, -0.3, 0.1]), 1.0])
     positive.AddControlPointWorld(vtk.vtkVector3d(*world[:3]))
-    ijk = mrml_adapter.markup_click(positive, volume_node)
-    assert ijk == click.ijk
+    session = SceneRefinement(image_id, segmentation, volume_node, schema, locked={"femur", "tibia"})
+    assert session.add_click_from_markups(CARTILAGE, positive, True) == click.ijk
 
-    exported = mrml_adapter.labels_from_segmentation(segmentation, volume_node, schema).labels
-    np.testing.assert_array_equal(exported.array, labels)
-    clicks, undo = ClickSet(), UndoStack()
-    clicks.add(CARTILAGE, ijk, True)
-    work = volume.with_array(exported.array.copy())
-    refine_segment(client, image_id, work, CARTILAGE, clicks, {"femur", "tibia"}, schema, undo)
-    # Only the refined segment is written back into the segmentation node.
-    sid = next(segmentation.GetSegmentation().GetNthSegmentID(n)
-               for n in range(segmentation.GetSegmentation().GetNumberOfSegments())
-               if mrml_adapter.schema_value_of_segment(segmentation.GetSegmentation().GetNthSegment(n), schema) == value)
-    mrml_adapter.set_segment_mask(segmentation, sid, work.array == value, volume_node)
+    before = mrml_adapter.labels_from_segmentation(segmentation, volume_node, schema).labels.array
+    np.testing.assert_array_equal(before, labels)
+    params = session.update(client, CARTILAGE)
+    assert params["method"] == "random_walker"
     after = mrml_adapter.labels_from_segmentation(segmentation, volume_node, schema).labels.array
     i, j, k = click.ijk
     assert after[k, j, i] == value and labels[k, j, i] == 0
+    changed = after != labels
+    assert set(np.unique(labels[changed])) == {0} and set(np.unique(after[changed])) == {value}
     others = ~np.isin(labels, [0, value])
     np.testing.assert_array_equal(after[others], labels[others])
+
+    # Undo puts the segment back exactly, in the scene.
+    assert session.undo() == CARTILAGE
+    np.testing.assert_array_equal(mrml_adapter.labels_from_segmentation(segmentation, volume_node, schema).labels.array,
+                                  labels)
+    assert session.undo() is None
 
     # A point placed outside the volume is refused with a message, not sent.
     outside = to_parent @ volume.ijk_to_ras() @ np.array([-30.0, 5.0, 5.0, 1.0])
     positive.AddControlPointWorld(vtk.vtkVector3d(*outside[:3]))
     with pytest.raises(ValueError, match="outside the volume"):
-        mrml_adapter.markup_click(positive, volume_node)
+        session.add_click_from_markups(CARTILAGE, positive, True)
+    assert len(session.clicks.of(CARTILAGE)) == 1
