@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -36,7 +35,6 @@ for path in (APP_DIR, ROOT / "KneeAI"):  # the app's ``lib`` and the shared Knee
         sys.path.insert(0, str(path))
 
 import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 from KneeAILib.schema import KneeSchema  # noqa: E402
 
