@@ -1,0 +1,61 @@
+"""A user's folder of label maps: knee ids, conventions (schema values included), the working grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from KneeAILib.schema import SchemaError
+from lib.evaluation.label_maps import find_label_maps, read_knee_labels, resample_labels
+from lib.evaluation.training_datastore import image_id, knee_of
+from lib.datastore import SAFE_ID
+from lib.synthesis import make_knee_phantom
+
+
+def test_a_folder_of_schema_valued_maps_is_read_as_is(tmp_path):
+    phantom = make_knee_phantom(1, size=(48, 48, 48), spacing=(2.0, 2.0, 2.0))
+    sitk.WriteImage(phantom, str(tmp_path / "Knee of patient #7.nii.gz"))
+    sitk.WriteImage(phantom, str(tmp_path / "second.nrrd"))
+    (tmp_path / "notes.txt").write_text("not a label map")
+    found = find_label_maps(tmp_path)
+    assert list(found) == ["Knee_of_patient__7", "second"]
+    for knee, path in found.items():
+        assert SAFE_ID.match(image_id(knee, 3)) and knee_of(image_id(knee, 3)) == knee  # a valid datastore id
+        labels = read_knee_labels(path, "schema")
+        assert np.array_equal(sitk.GetArrayViewFromImage(labels), sitk.GetArrayViewFromImage(phantom))
+
+
+def test_values_outside_the_schema_or_convention_are_refused(tmp_path):
+    array = np.zeros((8, 8, 8), np.uint8)
+    array[2:4, 2:4, 2:4] = 42
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / "odd.nii.gz"))
+    with pytest.raises(SchemaError, match="42"):
+        read_knee_labels(tmp_path / "odd.nii.gz", "schema")
+    with pytest.raises(SchemaError, match="42"):
+        read_knee_labels(tmp_path / "odd.nii.gz", "oai_zib")
+    with pytest.raises(SchemaError, match="Unknown label convention"):
+        read_knee_labels(tmp_path / "odd.nii.gz", "no_such_convention")
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no label maps"):
+        find_label_maps(tmp_path)
+
+
+def test_working_grid_keeps_orientation_and_field_of_view():
+    labels = make_knee_phantom(2, size=(60, 50, 40), spacing=(0.5, 0.6, 1.0))
+    labels.SetDirection((0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0))  # an oblique-free but permuted frame
+    out = resample_labels(labels, 1.5)
+    assert out.GetSpacing() == (1.5, 1.5, 1.5) and out.GetDirection() == labels.GetDirection()
+    assert out.GetSize() == (20, 20, 27)  # ceil(30/1.5), ceil(30/1.5), ceil(40/1.5)
+    # The first voxel's outer edge lies on the original first voxel's outer edge.
+    edge_in = labels.TransformContinuousIndexToPhysicalPoint((-0.5, -0.5, -0.5))
+    edge_out = out.TransformContinuousIndexToPhysicalPoint((-0.5, -0.5, -0.5))
+    assert np.allclose(edge_in, edge_out)
+    # Structure volumes survive nearest-neighbour resampling to within a few percent for the bones.
+    for value in (1, 2):
+        before = (sitk.GetArrayViewFromImage(labels) == value).sum() * np.prod(labels.GetSpacing())
+        after = (sitk.GetArrayViewFromImage(out) == value).sum() * 1.5 ** 3
+        assert before > 1000 and after == pytest.approx(before, rel=0.05)
+    assert resample_labels(labels, 0) is labels
