@@ -40,7 +40,7 @@ def largest_error_click(prediction: np.ndarray, truth: np.ndarray,
     if best is None:
         return None
     size, positive, components, largest = best
-    region = ndimage.find_objects(components == largest)[0]
+    region = ndimage.find_objects(components)[largest - 1]
     # Padded by one so that the crop's border counts as the region's boundary.
     mask = np.pad(components[region] == largest, 1)
     distance = ndimage.distance_transform_edt(mask, sampling=spacing_zyx)

@@ -1,0 +1,243 @@
+"""Click-simulation benchmark of interactive correction (issue 5).
+
+    .venv/bin/python Testing/benchmarks/click_benchmark.py [--knees 3] [--label-maps FILE ...]
+        [--refinement-model-dir DIR] [--segmentation-model-dir DIR] [--device cpu|cuda] [--max-clicks 10]
+        [--dess PATH | --no-dess] [--out-dir .kneeai/bench]
+
+1. Accuracy (held-out knees, in process, the server's own refinement code): knees synthesised from
+   label maps (procedural phantoms with seeds no training uses, plus any --label-maps, e.g. the real
+   OAI label maps in ../shared/data). For each structure, from the automatic result, up to
+   --max-clicks clicks, each at the centre of the largest error region (positive in a missed region,
+   negative in a false one); Dice after each click and each click's compute time. The automatic
+   result is the promoted segmentation model of --segmentation-model-dir; without one, a SIMULATED
+   automatic result (every structure corrupted as lib/interactive/simulation.corrupt does), and the
+   report says so.
+2. Latency on the real DESS (512x512x80), end to end: a real server process, KneeAILib's Update
+   (ROI cut, upload of the ROI labels, refinement, answer, merge into one segment), on CPU; or on the
+   GPU with --device cuda. The DESS has no labels, so clicks go to random voxels of its central part.
+The refinement is the click network promoted in --refinement-model-dir, else the random walker.
+Writes click_benchmark.json and click_benchmark.md under --out-dir; figures go to
+BENCHMARKS-interactive.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[2]
+for path in (ROOT / "MonaiLabelApp", ROOT / "KneeAI", ROOT / "Testing"):
+    sys.path.insert(0, str(path))
+
+from KneeAILib.schema import KneeSchema  # noqa: E402
+from lib.interactive.refine import (FALLBACK_BETA, FALLBACK_RADIUS_MM, network_proposer,  # noqa: E402
+                                    random_walker_proposer, refine_labels)
+from lib.interactive.simulation import corrupt, run_clicks  # noqa: E402
+from lib.model_store import ModelStore  # noqa: E402
+
+DESS = ROOT.parent / "shared" / "data" / "mri" / "dess_3t_echo1.nii.gz"
+TARGETS = {"bone": (3, 0.95), "cartilage": (5, 0.90), "meniscus": (5, 0.90)}  # kind -> (clicks, Dice)
+HELD_OUT_SEED = 50_000  # phantom and synthesis seeds from here on: used by no training
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    return f"{os.cpu_count()} CPU cores visible ({cpu}), OMP_NUM_THREADS={threads}, {platform.system()} {platform.release()}"
+
+
+def proposer(refinement_model_dir: str | None, device, intensity_guard: bool = False):
+    """(name, proposer, radius): the promoted click network, else the server's random-walker fallback."""
+    if refinement_model_dir:
+        loaded = ModelStore(refinement_model_dir).load_promoted()
+        if loaded:
+            from lib.interactive.network import click_network_from_state
+
+            config, network = click_network_from_state(loaded[1])
+            return f"click_network {loaded[0]}", network_proposer(network, config, device), config.radius_mm
+    return ("random_walker" + (" + intensity guard" if intensity_guard else ""),
+            random_walker_proposer(FALLBACK_RADIUS_MM, FALLBACK_BETA, intensity_guard), FALLBACK_RADIUS_MM)
+
+
+def simulated_automatic(labels: np.ndarray, spacing_zyx, rng) -> np.ndarray:
+    """Every structure corrupted in turn; false voxels only where the map still has background."""
+    start = labels.copy()
+    for value in [int(v) for v in np.unique(labels) if 0 < v < 20]:
+        truth = labels == value
+        wrong = corrupt(truth, spacing_zyx, rng)
+        start[truth & ~wrong] = 0
+        start[wrong & ~truth & (start == 0)] = value
+    return start
+
+
+def held_out_knees(n: int, label_maps: list[str]):
+    from lib.synthesis import load_label_map, make_knee_phantom, synthesize_pair
+
+    for k in range(n):
+        labels = make_knee_phantom(HELD_OUT_SEED + k, side="right" if k % 2 == 0 else "left")
+        image, labels = synthesize_pair(labels, HELD_OUT_SEED + k)
+        yield f"phantom_{HELD_OUT_SEED + k}", image, labels
+    for k, path in enumerate(label_maps):
+        image, labels = synthesize_pair(load_label_map(path), HELD_OUT_SEED + 1000 + k)
+        yield Path(path).name.split(".")[0], image, labels
+
+
+def automatic_result(image: sitk.Image, labels: np.ndarray, spacing_zyx, segmentation_model_dir, device, rng):
+    if segmentation_model_dir:
+        loaded = ModelStore(segmentation_model_dir).load_promoted()
+        if loaded:
+            from lib.networks import KneeNetworks
+            from lib.segmenter import KneeSegmenter
+
+            segmenter = KneeSegmenter(KneeNetworks.from_state(loaded[1]), KneeSchema.load(), device)
+            return f"segmentation {loaded[0]}", sitk.GetArrayFromImage(segmenter.segment(image).labels)
+    return "simulated (corrupted truth)", simulated_automatic(labels, spacing_zyx, rng)
+
+
+def accuracy(args, schema, device) -> dict:
+    name, propose, radius = proposer(args.refinement_model_dir, device, args.intensity_guard)
+    per_structure: dict[str, dict] = {}
+    start_kind = None
+    for case, image, label_image in held_out_knees(args.knees, args.label_maps):
+        image_array = sitk.GetArrayFromImage(image).astype(np.float32)
+        truth = sitk.GetArrayFromImage(label_image).astype(np.uint8)
+        spacing = tuple(image.GetSpacing()[::-1])
+        rng = np.random.default_rng(zlib.crc32(case.encode()))  # the same start in every run
+        start_kind, start = automatic_result(image, truth, spacing, args.segmentation_model_dir, device, rng)
+        for structure in schema.structures:
+            if not (truth == structure.value).any():
+                continue
+
+            def refine(current, fg, bg, last, value=structure.value):
+                return refine_labels(image_array, current, value, fg, bg, spacing, propose, radius, focus=[last])[0]
+
+            trace = run_clicks(start, truth == structure.value, structure.value, refine, spacing, args.max_clicks)
+            print(f"{case} {structure.key}: Dice {[round(d, 3) for d in trace.dice]}", flush=True)
+            entry = per_structure.setdefault(structure.key, {"kind": structure.kind, "cases": []})
+            entry["cases"].append({"case": case, "dice": trace.dice, "latency_s": trace.latency_s})
+    for entry in per_structure.values():
+        # A case that reached the truth before the last click keeps its last Dice for the later clicks.
+        padded = [c["dice"] + [c["dice"][-1]] * (args.max_clicks + 1 - len(c["dice"])) for c in entry["cases"]]
+        entry["mean_dice_after_clicks"] = [round(float(v), 4) for v in np.mean(padded, axis=0)]
+        latencies = [t for c in entry["cases"] for t in c["latency_s"]]
+        entry["latency_p50_s"] = round(float(np.percentile(latencies, 50)), 4) if latencies else None
+        entry["latency_p95_s"] = round(float(np.percentile(latencies, 95)), 4) if latencies else None
+        clicks, target = TARGETS[entry["kind"]]
+        entry["target"] = {"clicks": clicks, "dice": target,
+                           "met": bool(entry["mean_dice_after_clicks"][clicks] >= target)}
+    return {"refinement": name, "automatic_result": start_kind, "structures": per_structure}
+
+
+def dess_latency(args, schema) -> dict:
+    """Update round trips through a real server on the real DESS."""
+    from kneeai_testing import ServerPool
+    from KneeAILib.client import KneeAIClient
+    from KneeAILib.refinement import ClickSet, UndoStack, refine_segment
+    from KneeAILib.volume import read_volume_file
+
+    with tempfile.TemporaryDirectory(prefix="kneeai-click-bench-") as tmp:
+        tmp = Path(tmp)
+        studies = tmp / "studies"
+        studies.mkdir()
+        os.symlink(args.dess, studies / "dess.nii.gz")  # read only: the refinement never writes to studies
+        pool = ServerPool(tmp)
+        conf = {"refinement_model_dir": args.refinement_model_dir or str(tmp / "no_refinement_model")}
+        try:
+            url = pool.start(studies, tmp / "model", conf)
+            client = KneeAIClient(url, download_dir=tmp / "downloads")
+            image = read_volume_file(args.dess)
+            shape = image.array.shape
+            rng = np.random.default_rng(0)
+            # A current label: a blob of femoral cartilage in the middle (the DESS has no labels).
+            value = schema.by_key["femoral_cartilage"].value
+            labels = np.zeros(shape, np.uint8)
+            kc, jc, ic = (s // 2 for s in shape)
+            labels[kc - 10:kc + 10, jc - 60:jc + 60, ic - 60:ic + 60] = value
+            volume = image.with_array(labels)
+            clicks, undo = ClickSet(), UndoStack()
+            times, methods = [], set()
+            for n in range(args.dess_clicks):
+                k, j, i = (int(rng.integers(s // 4, 3 * s // 4)) for s in shape)
+                clicks.add("femoral_cartilage", (i, j, k), bool(n % 2 == 0))
+                started = time.perf_counter()
+                params = refine_segment(client, "dess", volume, "femoral_cartilage", clicks, set(), schema, undo)
+                times.append(time.perf_counter() - started)
+                methods.add(params.get("method"))
+        finally:
+            pool.stop_all()
+    warm = times[1:]
+    return {"image": f"{Path(args.dess).name} {list(shape[::-1])}", "clicks": len(times), "method": sorted(methods),
+            "first_click_s": round(times[0], 3),
+            "p50_s": round(float(np.percentile(warm, 50)), 3), "p95_s": round(float(np.percentile(warm, 95)), 3),
+            "max_s": round(float(np.max(warm)), 3)}
+
+
+def markdown(result: dict) -> str:
+    acc = result.get("accuracy")
+    lines = [f"Machine: {result['machine']}; device {result['device']}", ""]
+    if acc:
+        lines += [f"Refinement: {acc['refinement']}; automatic result: {acc['automatic_result']}; "
+                  f"knees: {', '.join(result['knees'])}", "",
+                  "| structure | Dice start | 1 | 2 | 3 | 5 | 10 clicks | target | met | compute p50 / p95 s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for key, e in acc["structures"].items():
+            d = e["mean_dice_after_clicks"]
+            pick = [d[min(n, len(d) - 1)] for n in (0, 1, 2, 3, 5, 10)]
+            t = e["target"]
+            lines.append(f"| {key} | " + " | ".join(f"{v:.3f}" for v in pick)
+                         + f" | ≥ {t['dice']} @ {t['clicks']} | {'yes' if t['met'] else 'no'} | "
+                         f"{e['latency_p50_s']} / {e['latency_p95_s']} |")
+    dess = result.get("dess_latency")
+    if dess:
+        lines += ["", f"Real DESS ({dess['image']}), Update through a real server ({', '.join(map(str, dess['method']))}): "
+                  f"{dess['clicks']} clicks, first {dess['first_click_s']} s (reads the image), then "
+                  f"p50 {dess['p50_s']} s, p95 {dess['p95_s']} s, max {dess['max_s']} s."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--knees", type=int, default=3, help="held-out synthesised phantom knees")
+    parser.add_argument("--label-maps", nargs="*", default=[], help="label maps to synthesise held-out knees from")
+    parser.add_argument("--refinement-model-dir")
+    parser.add_argument("--segmentation-model-dir")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-clicks", type=int, default=10)
+    parser.add_argument("--intensity-guard", action="store_true", help="random walker with the intensity guard")
+    parser.add_argument("--dess", default=str(DESS))
+    parser.add_argument("--no-dess", action="store_true")
+    parser.add_argument("--dess-clicks", type=int, default=21)
+    parser.add_argument("--out-dir", default=str(ROOT / ".kneeai" / "bench"))
+    args = parser.parse_args(argv)
+
+    import torch
+
+    device = torch.device(args.device)
+    schema = KneeSchema.load()
+    result = {"machine": machine(), "device": str(device),
+              "knees": [f"phantom_{HELD_OUT_SEED + k}" for k in range(args.knees)] + [Path(p).name for p in args.label_maps]}
+    if args.knees or args.label_maps:
+        result["accuracy"] = accuracy(args, schema, device)
+    if not args.no_dess and Path(args.dess).is_file():
+        result["dess_latency"] = dess_latency(args, schema)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "click_benchmark.json").write_text(json.dumps(result, indent=2))
+    (out / "click_benchmark.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
