@@ -103,17 +103,20 @@ def regional_summary(knees: list[dict]) -> list[dict]:
 
 
 def render_thickness(path: Path, png: Path) -> None:
-    """Offscreen VTK picture: bones in bone colour, each plate's thickness map on its bone, colour bar."""
+    """Offscreen VTK picture, three views: femur from below, tibia from above, patella from behind.
+
+    Each shows the bone surface measured under the plate (the same surface the thickness lives on),
+    coloured by thickness where covered and in bone colour elsewhere, with one colour bar in mm.
+    """
     import vtk
     from vtk.util import numpy_support
 
-    from KneeAILib.measurements.structure_meshes import structure_mesh
     from KneeAILib.measurements.thickness_map_image import colormap
 
     labels = LabelMap.read(path, "oai_zib")
     m = measure_knee(labels)
 
-    def polydata(verts, tris, scalars=None):
+    def polydata(verts, tris, scalars):
         poly = vtk.vtkPolyData()
         pts = vtk.vtkPoints()
         pts.SetData(numpy_support.numpy_to_vtk(np.ascontiguousarray(verts, dtype=np.float32), deep=True))
@@ -122,10 +125,9 @@ def render_thickness(path: Path, png: Path) -> None:
         arr = vtk.vtkCellArray()
         arr.ImportLegacyFormat(numpy_support.numpy_to_vtkIdTypeArray(cells, deep=True))
         poly.SetPolys(arr)
-        if scalars is not None:
-            s = numpy_support.numpy_to_vtk(np.ascontiguousarray(scalars, dtype=np.float32), deep=True)
-            s.SetName("thickness_mm")
-            poly.GetPointData().SetScalars(s)
+        s = numpy_support.numpy_to_vtk(np.ascontiguousarray(scalars, dtype=np.float32), deep=True)
+        s.SetName("thickness_mm")
+        poly.GetPointData().SetScalars(s)
         normals = vtk.vtkPolyDataNormals()
         normals.SetInputData(poly)
         normals.Update()
@@ -136,54 +138,66 @@ def render_thickness(path: Path, png: Path) -> None:
     lut.SetRange(0.0, 4.0)
     for i, (r, g, b) in enumerate(colormap(np.linspace(0, 1, 256), 0, 1) / 255.0):
         lut.SetTableValue(i, r, g, b, 1.0)
-    lut.SetBelowRangeColor(0.93, 0.88, 0.75, 1.0)
+    lut.SetBelowRangeColor(0.93, 0.88, 0.75, 1.0)  # bare bone
     lut.UseBelowRangeColorOn()
     lut.Build()
 
-    renderer = vtk.vtkRenderer()
-    renderer.SetBackground(1, 1, 1)
-    for value in (1, 2, 3):  # femur, tibia, patella: bone colour, slightly shrunk behind the maps
-        verts, tris = structure_mesh(labels, value)
-        actor = vtk.vtkActor()
-        mapper = vtk.vtkPolyDataMapper()
-        mapper.SetInputData(polydata(verts, tris))
-        actor.SetMapper(mapper)
-        actor.GetProperty().SetColor(0.93, 0.88, 0.75)
-        renderer.AddActor(actor)
-    for name, plate in m.plates.items():
-        t = plate.thickness
-        keep = plate.in_plate[t.triangles].all(axis=1)
-        values = np.where(t.covered, t.thickness, -1.0)  # denuded: below range (bone colour)
-        mapper = vtk.vtkPolyDataMapper()
-        mapper.SetInputData(polydata(t.vertices, t.triangles[keep], values))
-        mapper.SetLookupTable(lut)
-        mapper.SetScalarRange(0.0, 4.0)
-        mapper.SetResolveCoincidentTopologyToPolygonOffset()
-        actor = vtk.vtkActor()
-        actor.SetMapper(mapper)
-        renderer.AddActor(actor)
-    bar = vtk.vtkScalarBarActor()
-    bar.SetLookupTable(lut)
-    bar.SetTitle("thickness (mm)")
-    bar.SetNumberOfLabels(5)
-    bar.SetLabelFormat("%.1f")
-    bar.SetWidth(0.1)
-    bar.SetHeight(0.5)
-    for prop in (bar.GetTitleTextProperty(), bar.GetLabelTextProperty()):
-        prop.SetColor(0, 0, 0)
-    renderer.AddActor2D(bar)
-    # Camera: from the front-medial side, the femur's trochlea and the tibial plates in view (LPS coords)
-    centre = m.frame.origin + 15 * m.frame.superior
-    camera = renderer.GetActiveCamera()
-    camera.SetFocalPoint(*centre)
-    eye = centre + 260 * (0.75 * m.frame.anterior + 0.35 * m.frame.medial + 0.55 * m.frame.superior)
-    camera.SetPosition(*eye)
-    camera.SetViewUp(*m.frame.superior)
-    camera.SetViewAngle(30)
+    f = m.frame
+    views = [  # plates, looking direction (from eye to bone), view-up, viewport
+        (("femoral_cartilage",), f.superior, f.anterior, (0.0, 0.0, 0.33, 1.0), "femur from below"),
+        (("medial_tibial_cartilage", "lateral_tibial_cartilage"), -f.superior, f.anterior, (0.33, 0.0, 0.66, 1.0),
+         "tibia from above"),
+        (("patellar_cartilage",), f.anterior, f.superior, (0.66, 0.0, 0.9, 1.0), "patella from behind"),
+    ]
     window = vtk.vtkRenderWindow()
     window.SetOffScreenRendering(1)
-    window.AddRenderer(renderer)
-    window.SetSize(900, 900)
+    window.SetSize(1100, 420)
+    for plates, look, up, viewport, title in views:
+        renderer = vtk.vtkRenderer()
+        renderer.SetViewport(*viewport)
+        renderer.SetBackground(1, 1, 1)
+        centre = []
+        for name in plates:
+            plate = m.plates[name]
+            t = plate.thickness
+            values = np.where(t.covered, t.thickness, -1.0)
+            mapper = vtk.vtkPolyDataMapper()
+            mapper.SetInputData(polydata(t.vertices, t.triangles, values))
+            mapper.SetLookupTable(lut)
+            mapper.SetScalarRange(0.0, 4.0)
+            actor = vtk.vtkActor()
+            actor.SetMapper(mapper)
+            renderer.AddActor(actor)
+            centre.append(t.vertices[plate.in_plate].mean(axis=0))
+        c = np.mean(centre, axis=0)
+        camera = renderer.GetActiveCamera()
+        camera.SetFocalPoint(*c)
+        camera.SetPosition(*(c - 250.0 * look))
+        camera.SetViewUp(*up)
+        renderer.ResetCamera()
+        camera.Zoom(0.95)
+        text = vtk.vtkTextActor()
+        text.SetInput(title)
+        text.GetTextProperty().SetColor(0, 0, 0)
+        text.GetTextProperty().SetFontSize(16)
+        text.SetPosition(10, 10)
+        renderer.AddViewProp(text)
+        window.AddRenderer(renderer)
+    legend = vtk.vtkRenderer()  # the colour bar in its own strip, so it covers no plate
+    legend.SetViewport(0.9, 0.0, 1.0, 1.0)
+    legend.SetBackground(1, 1, 1)
+    bar = vtk.vtkScalarBarActor()
+    bar.SetLookupTable(lut)
+    bar.SetTitle("mm")
+    bar.SetNumberOfLabels(5)
+    bar.SetLabelFormat("%.1f")
+    bar.SetPosition(0.1, 0.1)
+    bar.SetWidth(0.8)
+    bar.SetHeight(0.8)
+    for prop in (bar.GetTitleTextProperty(), bar.GetLabelTextProperty()):
+        prop.SetColor(0, 0, 0)
+    legend.AddViewProp(bar)
+    window.AddRenderer(legend)
     window.Render()
     grab = vtk.vtkWindowToImageFilter()
     grab.SetInput(window)

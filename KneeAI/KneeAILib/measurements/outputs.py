@@ -18,7 +18,6 @@ from .mesh_io import write_ply, write_stl, write_vtp
 from .regional_stats import COLUMNS
 from .report import html_report
 from .structure_meshes import structure_mesh
-from .subregions import distal_femur_centre  # noqa: F401  (re-exported for callers building maps)
 from .thickness_map_image import map_picture, plate_map_coordinates, rasterise, write_png
 
 STRUCTURES = {1: "femur", 2: "tibia", 3: "patella", 4: "fibula", 5: "femoral_cartilage",

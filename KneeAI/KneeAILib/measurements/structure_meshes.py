@@ -8,9 +8,11 @@ import SimpleITK as sitk
 from .labelmap import LabelMap
 from .surface_nets import surface_nets
 
-# Lighter smoothing than for thickness: these meshes are for looking at and printing, and thin
-# cartilage must keep its shape; half a voxel removes the staircase that a voxel mesh would show.
-DISPLAY_SMOOTHING_FRACTION = 0.5
+# Isotropic Gaussian (mm) before meshing: bones get the thickness method's 1 mm, which removes the
+# 0.7 mm slice staircase; cartilage, only a few voxels thick, gets less so that it keeps its shape.
+BONE_SMOOTHING_MM = 1.0
+CARTILAGE_SMOOTHING_MM = 0.5
+CARTILAGE_VALUES = (5, 6, 7, 8, 20)
 
 
 def structure_mesh(labels: LabelMap, values: tuple[int, ...] | int, margin: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -25,7 +27,7 @@ def structure_mesh(labels: LabelMap, values: tuple[int, ...] | int, margin: int 
     crop = np.pad(mask[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.float32), 1)
     img = sitk.GetImageFromArray(crop)
     img.SetSpacing(tuple(labels.spacing))
-    smooth = sitk.GetArrayFromImage(
-        sitk.SmoothingRecursiveGaussian(img, list(DISPLAY_SMOOTHING_FRACTION * labels.spacing)))
+    sigma = CARTILAGE_SMOOTHING_MM if set(values) <= set(CARTILAGE_VALUES) else BONE_SMOOTHING_MM
+    smooth = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(img, [sigma] * 3))
     verts, tris = surface_nets(smooth, 0.5)
     return labels.physical_points(verts + lo - 1), tris
