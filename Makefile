@@ -4,7 +4,11 @@ STUDIES ?=
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: setup serve test bench clean
+.PHONY: setup serve test bench train-from-labels evaluate clean
+LABELS ?= ../shared/data/labels/oai_zib
+CONVENTION ?= oai_zib
+OUT ?= .kneeai/train
+FOLD ?= 0
 
 setup:
 	bash scripts/setup_env.sh
@@ -18,6 +22,16 @@ test: setup
 
 bench: setup
 	$(PY) Testing/benchmarks/server_benchmark.py
+
+# A model from a folder of label maps (images synthesised from them), through the server's training task.
+train-from-labels: setup
+	$(PY) MonaiLabelApp/train_from_label_maps.py $(LABELS) --convention $(CONVENTION) --out $(OUT) --fold $(FOLD) --folds 5
+
+# Held-out knees of that fold (synthesised, fixed seed) and DESS echo 1 vs echo 2 agreement.
+evaluate: setup
+	$(PY) MonaiLabelApp/evaluate.py --model-dir $(OUT)/model --labels $(LABELS) --convention $(CONVENTION) \
+	  --split $(OUT)/cv_split.json --fold $(FOLD) --seed 1234 --out $(OUT)/eval \
+	  --dess-echo1 ../shared/data/mri/dess_3t_echo1.nii.gz --dess-echo2 ../shared/data/mri/dess_3t_echo2.nii.gz
 
 clean:
 	rm -rf .kneeai MonaiLabelApp/model

@@ -44,7 +44,7 @@ from lib.evaluation.label_maps import find_label_maps, read_knee_labels, resampl
 from lib.evaluation.metrics import score_label_maps  # noqa: E402
 from lib.evaluation.overlays import write_sagittal_overlay  # noqa: E402
 from lib.evaluation.summary import display_names, markdown_table, structure_order, summarise  # noqa: E402
-from lib.evaluation.training_datastore import check_finite, knee_of, stable_seed, synthesis_options  # noqa: E402
+from lib.evaluation.training_datastore import check_finite, knee_of, stable_seed  # noqa: E402
 from lib.infers.knee_segmentation import pick_device  # noqa: E402
 from lib.model_store import ModelStore, write_json_atomically  # noqa: E402
 from lib.networks import KneeNetworks  # noqa: E402
@@ -162,9 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
             reference = resample_labels(read_knee_labels(label_files[knee], args.convention), args.working_spacing_mm)
             seed = stable_seed("test", args.seed, knee)
             contrast = contrasts[seed % len(contrasts)]
-            options = synthesis_options(seed, contrast)
-            parameters = draw_parameters(seed, contrast, **options)
-            image = check_finite(synthesize_image(reference, seed, contrast, **options), knee)
+            parameters = draw_parameters(seed, contrast)
+            image = check_finite(synthesize_image(reference, seed, contrast), knee)
             t1 = time.time()
             prediction = segmenter.segment(image).labels
             t2 = time.time()

@@ -63,18 +63,6 @@ class Variant:
     slice_thickness_mm: float
 
 
-def synthesis_options(seed: int, contrast: str | None) -> dict:
-    """Options for ``synthesize_*`` that keep the slice offset within one slice thickness.
-
-    Workaround: ``acquisition.thick_slice_operator`` puts its first slice centre at offset - thickness,
-    so when the drawn offset (0-4 mm) exceeds twice the thickness (0.3-4 mm), the voxels closer than
-    offset - 2 x thickness to the edge have no slice and come out NaN (2 of 113 slices in one of 59
-    variants of a real run). The offset only sets the phase of the slice grid: offset mod thickness
-    gives the same grid with the missing first slices added. Remove once the synthesis does this."""
-    drawn = draw_parameters(seed, contrast)
-    return {"slice_offset_mm": drawn.slice_offset_mm % drawn.slice_thickness_mm}
-
-
 def check_finite(image: sitk.Image, what: str) -> sitk.Image:
     """Never train or test on an image with NaN/inf voxels: fail loudly instead."""
     if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
@@ -116,7 +104,7 @@ def build_datastore(studies: Path, label_files: dict[str, Path], conventions: di
                 labels = resample_labels(read_knee_labels(label_files[v.knee], conventions[v.knee]), spacing_mm)
                 cached_knee = v.knee
             contrast = CONTRAST_CYCLE[v.variant % len(CONTRAST_CYCLE)]
-            image, moved = synthesize_pair(labels, v.seed, contrast, **synthesis_options(v.seed, contrast))
+            image, moved = synthesize_pair(labels, v.seed, contrast)
             check_finite(image, v.image_id)
             # Labels first: the datastore pairs an image with its label only once both exist.
             write_atomically(moved, label_path)

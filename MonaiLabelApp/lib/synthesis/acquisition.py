@@ -30,6 +30,9 @@ def thick_slice_operator(n: int, spacing_mm: float, thickness_mm: float, offset_
     """(n, n) matrix along one axis: average over Gaussian slice profiles (FWHM = thickness, one slice
     every ``thickness_mm``), then linear interpolation back to the voxel grid."""
     positions = np.arange(n) * spacing_mm
+    # The offset only sets the phase of the slice grid; wrapped into one thickness, the first centre
+    # lies before the first voxel, so every voxel has slices on both sides (none comes out NaN).
+    offset_mm = offset_mm % thickness_mm
     centres = np.arange(offset_mm - thickness_mm, positions[-1] + 2 * thickness_mm, thickness_mm)
     sigma = thickness_mm / 2.355
     profile = np.exp(-0.5 * ((centres[:, None] - positions[None, :]) / sigma) ** 2)
