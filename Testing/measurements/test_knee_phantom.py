@@ -118,3 +118,13 @@ def test_cli_writes_every_output(tmp_path):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64") == 8  # 4 thickness maps + 4 change maps
     assert "cMT" in html and "Change between visits" in html
+
+
+def test_one_voxel_thin_plate_is_not_reported_as_denuded():
+    # 0.5 mm medial plate = one voxel: too thin for the 1 mm-smoothed surfaces, but not bare bone
+    m = measure_knee(LabelMap.from_image(KneePhantom(medial_thickness=0.5).image()))
+    medial = m.row("medial_tibial_cartilage")
+    assert medial["dab_mm2"] == 0.0
+    plate_area = np.pi * 14 * 21
+    assert medial["cab_mm2"] + medial["thin_mm2"] > 0.8 * plate_area
+    assert m.row("lateral_tibial_cartilage")["thin_mm2"] < 0.1 * m.row("lateral_tibial_cartilage")["cab_mm2"]

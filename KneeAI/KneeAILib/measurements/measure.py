@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .denuded import enclosed_uncovered
-from .errors import NoCartilageError
+from .errors import CartilageNotOnBoneError, NoCartilageError
 from .frame import (FEMORAL_CARTILAGE, FEMUR, LATERAL_TIBIAL, MEDIAL_TIBIAL, PATELLA, PATELLAR_CARTILAGE,
                     TIBIA, TIBIAL_CARTILAGE_UNSPLIT, KneeFrame, _points, knee_frame)
 from .labelmap import LabelMap
@@ -27,7 +27,7 @@ class PlateResult:
     thickness: PlateThickness
     rule: SubregionRule
     denuded: np.ndarray  # bool per bone-surface vertex
-    region: np.ndarray  # subregion name per vertex ("" outside the plate's tAB)
+    region: np.ndarray  # subregion name per vertex ("" outside the plate's tAB and thin cartilage)
 
     @property
     def in_plate(self) -> np.ndarray:
@@ -86,20 +86,26 @@ def measure_knee(labels: LabelMap, *, side: str | None = None, working_spacing: 
         bone, bone_value = BONE_OF[name]
         pt = plate_thickness(labels, 0, bone_value, structure=name, bone=bone, working_spacing=working_spacing,
                              cartilage_mask=masks[name])
-        denuded = enclosed_uncovered(pt.triangles, pt.covered, pt.at_crop_edge)
+        # bone under too-thin-to-measure cartilage is not bare: it neither counts as denuded nor
+        # lets a bare patch through it
+        denuded = enclosed_uncovered(pt.triangles, pt.covered | pt.thin_cartilage, pt.at_crop_edge)
         in_plate = pt.covered | denuded
-        rule = SubregionRule(name, frame, pt.vertices[in_plate], pt.area[in_plate], femur_centre, plate_extent,
+        labelled = in_plate | pt.thin_cartilage  # every bone point under this plate's cartilage
+        if not labelled.any():
+            raise CartilageNotOnBoneError(f"{name} lies on none of the {bone}'s surface: nothing to measure")
+        rule = SubregionRule(name, frame, pt.vertices[labelled], pt.area[labelled], femur_centre, plate_extent,
                              pt.cartilage_points)
         region = np.full(len(pt.vertices), "", dtype="<U4")
-        region[in_plate] = rule.assign(pt.vertices[in_plate])
+        region[labelled] = rule.assign(pt.vertices[labelled])
         voxel_region = rule.assign(pt.cartilage_points)
         plates[name] = PlateResult(pt, rule, denuded, region)
         rows.append(region_row(name, "all", volume=len(pt.cartilage_points) * pt.voxel_volume, area=pt.area,
-                               thickness=pt.thickness, covered=pt.covered, denuded=denuded))
+                               thickness=pt.thickness, covered=pt.covered, denuded=denuded,
+                               thin=pt.thin_cartilage))
         for sub in rule.names():
             sel = region == sub
             rows.append(region_row(name, sub, volume=float((voxel_region == sub).sum()) * pt.voxel_volume,
                                    area=pt.area[sel], thickness=pt.thickness[sel], covered=pt.covered[sel],
-                                   denuded=denuded[sel]))
+                                   denuded=denuded[sel], thin=pt.thin_cartilage[sel]))
     return KneeMeasurement(frame=frame, plates=plates, rows=rows, spacing=tuple(labels.spacing),
                            warnings=warnings, seconds=time.perf_counter() - start)

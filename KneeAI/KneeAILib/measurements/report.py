@@ -12,7 +12,8 @@ from .longitudinal import VisitComparison
 from .measure import KneeMeasurement
 
 _TABLE = [("structure", "Structure"), ("region", "Region"), ("volume_mm3", "Volume (mm³)"),
-          ("cab_mm2", "cAB (mm²)"), ("dab_mm2", "Denuded dAB (mm²)"), ("mean_thickness_mm", "Mean (mm)"),
+          ("cab_mm2", "cAB (mm²)"), ("dab_mm2", "Denuded dAB (mm²)"), ("thin_mm2", "Too thin to measure (mm²)"),
+          ("mean_thickness_mm", "Mean (mm)"),
           ("mean_thickness_tab_mm", "Mean over tAB (mm)"), ("median_thickness_mm", "Median (mm)"),
           ("min_thickness_mm", "Min (mm)"), ("max_thickness_mm", "Max (mm)")]
 _CHANGE = [("structure", "Structure"), ("region", "Region"), ("visit1_mean_thickness_tab_mm", "Visit 1 (mm)"),
@@ -32,7 +33,8 @@ def html_report(m: KneeMeasurement, pictures: dict[str, Path], comparison: Visit
              "Thickness: Laplace field lines between the bone surface and the cartilage surface, at every "
              "point of the bone surface; statistics are area-weighted over the covered bone (cAB); "
              "'mean over tAB' counts denuded bone as zero. Denuded area is counted where bare bone is "
-             "enclosed by the plate.</p>"]
+             "enclosed by the plate; bone under cartilage thinner than about 0.5 mm is listed separately "
+             "(too thin to measure) and counted as neither covered nor denuded.</p>"]
     for w in m.warnings:
         parts.append(f"<p><b>Note:</b> {html.escape(w)}</p>")
     parts.append(_table(m.rows, _TABLE))

@@ -38,6 +38,10 @@ SMOOTHING_SIGMA_MM = 1.0
 SMOOTHING_FRACTION = 1.5
 # A bone-surface point counts as covered when the smoothed cartilage indicator there is at least this.
 COVERED_THRESHOLD = 0.2
+# Light smoothing (fraction of the geometric-mean voxel size) for the thin-cartilage test, and how far
+# outside the bone surface (mm) that test looks for cartilage.
+THIN_CARTILAGE_SIGMA_FRACTION = 0.5
+THIN_CARTILAGE_REACH_MM = (0.0, 0.3, 0.6, 0.9)
 
 
 @dataclass
@@ -57,6 +61,7 @@ class PlateThickness:
     thickness: np.ndarray
     covered: np.ndarray
     at_crop_edge: np.ndarray  # bool per vertex: on the open bone where the measured crop ends
+    thin_cartilage: np.ndarray  # bool per vertex: under cartilage too thin to measure (not bare, not cAB)
     cartilage_points: np.ndarray  # (K, 3) mm: centres of the plate's voxels, for regional volumes
     voxel_volume: float
     working_spacing: float
@@ -106,8 +111,13 @@ def plate_thickness(labels: LabelMap, cartilage_value: int, bone_value: int, *, 
     grid.SetSpacing((h, h, h))
     grid.SetOrigin(tuple(crop_origin))
     grid.SetDirection(tuple(labels.direction.ravel()))
-    b, s = (np.pad(sitk.GetArrayFromImage(sitk.Resample(f, grid, sitk.Transform(), sitk.sitkLinear, 0.0)),
-                   1) for f in fields)
+    # A lightly smoothed cartilage indicator, only to tell thin cartilage from bare bone (below).
+    light = sitk.GetImageFromArray(cart_c.astype(np.float32))
+    light.CopyInformation(fields[0])
+    fields.append(sitk.SmoothingRecursiveGaussian(light, [THIN_CARTILAGE_SIGMA_FRACTION * float(
+        np.prod(labels.spacing) ** (1 / 3))] * 3))
+    b, s, c_light = (np.pad(sitk.GetArrayFromImage(sitk.Resample(f, grid, sitk.Transform(), sitk.sitkLinear,
+                                                                 0.0)), 1) for f in fields)
     grid_origin = crop_origin - labels.direction @ np.full(3, h)
 
     domain = (b < 0.5) & (s >= 0.5)
@@ -120,13 +130,16 @@ def plate_thickness(labels: LabelMap, cartilage_value: int, bone_value: int, *, 
     verts_mm = _grid_to_mm(verts, grid_origin, labels.direction, h)
     area = vertex_areas(verts_mm, tris)
     covered = _interp(s - b, verts) >= COVERED_THRESHOLD
+    # Cartilage thinner than the 1 mm smoothing can resolve (< ~0.5 mm) is not "covered", but it is
+    # not bare bone either: look just outside the bone surface in the lightly smoothed label.
+    thin = ~covered & _thin_cartilage(b, c_light, verts, h)
     thickness = np.full(len(verts), np.nan)
     thickness[covered] = _trace_thickness(verts[covered], gradient, s) * h
 
     kji = np.argwhere(cart)
     return PlateThickness(
         structure=name, bone=bone, vertices=verts_mm, triangles=tris, area=area, thickness=thickness,
-        covered=covered & np.isfinite(thickness),
+        covered=covered & np.isfinite(thickness), thin_cartilage=thin,
         at_crop_edge=np.any((verts < 2.5) | (verts > np.array(b.shape) - 3.5), axis=1), cartilage_points=labels.physical_points(kji),
         voxel_volume=labels.voxel_volume, working_spacing=h, laplace_iterations=iterations,
     )
@@ -163,6 +176,17 @@ def _trace_thickness(start: np.ndarray, gradient: np.ndarray, s: np.ndarray,
         prev_s[active] = ns
         active = active[~done & ok]
     return out
+
+
+def _thin_cartilage(b: np.ndarray, c_light: np.ndarray, pos: np.ndarray, h: float) -> np.ndarray:
+    """True where the lightly smoothed cartilage reaches 0.25 within ~1 mm outside the bone surface."""
+    eye = np.eye(3)
+    g = np.stack([(_interp(b, pos + 0.5 * eye[a]) - _interp(b, pos - 0.5 * eye[a])) for a in range(3)], axis=1)
+    outward = -g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    best = np.zeros(len(pos))
+    for reach in THIN_CARTILAGE_REACH_MM:
+        best = np.maximum(best, _interp(c_light, pos + outward * (reach / h)))
+    return best >= 0.25
 
 
 def _project_to_level(field: np.ndarray, pos: np.ndarray, level: float, steps: int = 3) -> np.ndarray:
