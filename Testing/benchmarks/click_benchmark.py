@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 for path in (ROOT / "MonaiLabelApp", ROOT / "KneeAI", ROOT / "Testing"):
     sys.path.insert(0, str(path))
 
+from KneeAILib.refinement import roi_around  # noqa: E402
 from KneeAILib.schema import KneeSchema  # noqa: E402
 from lib.interactive.refine import (FALLBACK_BETA, FALLBACK_RADIUS_MM, network_proposer,  # noqa: E402
                                     random_walker_proposer, refine_labels)
@@ -57,7 +58,7 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores visible ({cpu}), OMP_NUM_THREADS={threads}, {platform.system()} {platform.release()}"
 
 
-def proposer(refinement_model_dir: str | None, device, intensity_guard: bool = False):
+def proposer(refinement_model_dir: str | None, device, intensity_guard: bool = False, band_mm: float = 0.0):
     """(name, proposer, radius): the promoted click network, else the server's random-walker fallback."""
     if refinement_model_dir:
         loaded = ModelStore(refinement_model_dir).load_promoted()
@@ -66,8 +67,8 @@ def proposer(refinement_model_dir: str | None, device, intensity_guard: bool = F
 
             config, network = click_network_from_state(loaded[1])
             return f"click_network {loaded[0]}", network_proposer(network, config, device), config.radius_mm
-    return ("random_walker" + (" + intensity guard" if intensity_guard else ""),
-            random_walker_proposer(FALLBACK_RADIUS_MM, FALLBACK_BETA, intensity_guard), FALLBACK_RADIUS_MM)
+    return ("random_walker" + (" + intensity guard" if intensity_guard else "") + (f" + {band_mm} mm band" if band_mm else ""),
+            random_walker_proposer(FALLBACK_RADIUS_MM, FALLBACK_BETA, intensity_guard, band_mm), FALLBACK_RADIUS_MM)
 
 
 def simulated_automatic(labels: np.ndarray, spacing_zyx, rng) -> np.ndarray:
@@ -106,7 +107,7 @@ def automatic_result(image: sitk.Image, labels: np.ndarray, spacing_zyx, segment
 
 
 def accuracy(args, schema, device) -> dict:
-    name, propose, radius = proposer(args.refinement_model_dir, device, args.intensity_guard)
+    name, propose, radius = proposer(args.refinement_model_dir, device, args.intensity_guard, args.band_mm)
     per_structure: dict[str, dict] = {}
     start_kind = None
     for case, image, label_image in held_out_knees(args.knees, args.label_maps):
@@ -120,7 +121,18 @@ def accuracy(args, schema, device) -> dict:
                 continue
 
             def refine(current, fg, bg, last, value=structure.value):
-                return refine_labels(image_array, current, value, fg, bg, spacing, propose, radius, focus=[last])[0]
+                # What the server gets: the client's ROI around the newest click and the clicks in it.
+                lo, hi = roi_around(last, current.shape, spacing[::-1])
+                window = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+
+                def local(points):
+                    return [tuple(c - a for c, a in zip(p, lo)) for p in points
+                            if all(a <= c < b for c, a, b in zip(p, lo, hi))]
+
+                out = current.copy()
+                out[window] = refine_labels(image_array[window], current[window], value, local(fg), local(bg), spacing,
+                                            propose, radius, focus=local([last]), band_mm=args.band_mm)[0]
+                return out
 
             trace = run_clicks(start, truth == structure.value, structure.value, refine, spacing, args.max_clicks)
             print(f"{case} {structure.key}: Dice {[round(d, 3) for d in trace.dice]}", flush=True)
@@ -215,6 +227,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-clicks", type=int, default=10)
     parser.add_argument("--intensity-guard", action="store_true", help="random walker with the intensity guard")
+    parser.add_argument("--band-mm", type=float, default=0.0, help="random walker: also free the boundary band")
     parser.add_argument("--dess", default=str(DESS))
     parser.add_argument("--no-dess", action="store_true")
     parser.add_argument("--dess-clicks", type=int, default=21)

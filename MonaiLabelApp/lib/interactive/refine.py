@@ -42,6 +42,20 @@ def click_box(shape_zyx, clicks_ijk, spacing_zyx, radius_mm: float) -> tuple[sli
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
+def boundary_band(mask: np.ndarray, spacing_zyx, band_mm: float, grow: bool, shrink: bool) -> np.ndarray:
+    """Voxels within ``band_mm`` of the mask's boundary: outside it when a positive click says the
+    structure is bigger (``grow``), inside it when a negative click says it is smaller (``shrink``).
+    The current mask itself stays a seed when growing, its outside when shrinking."""
+    band = np.zeros(mask.shape, bool)
+    if band_mm <= 0 or not mask.any() or mask.all():
+        return band
+    if grow:
+        band |= ~mask & (ndimage.distance_transform_edt(~mask, sampling=spacing_zyx) <= band_mm)
+    if shrink:
+        band |= mask & (ndimage.distance_transform_edt(mask, sampling=spacing_zyx) <= band_mm)
+    return band
+
+
 def near_clicks(shape_zyx, clicks_ijk, spacing_zyx, radius_mm: float) -> np.ndarray:
     """Voxels within ``radius_mm`` of any click (clicks in the block's own coordinates)."""
     seeds = np.ones(shape_zyx, bool)
@@ -52,20 +66,26 @@ def near_clicks(shape_zyx, clicks_ijk, spacing_zyx, radius_mm: float) -> np.ndar
 
 def refine_labels(image: np.ndarray, labels: np.ndarray, value: int, foreground, background,
                   spacing_zyx, propose: Proposer, radius_mm: float = 12.0,
-                  local_clicks_only: bool = True, focus=None) -> tuple[np.ndarray, dict]:
+                  local_clicks_only: bool = True, focus=None, band_mm: float = 0.0) -> tuple[np.ndarray, dict]:
     """A new label array: ``labels`` with structure ``value`` refined near the clicks. Returns it and
     a summary (voxels added/removed, the block worked on).
 
     ``focus``: the click(s) to act on, usually the newest one (earlier clicks are already in
     ``labels``); only voxels near them may change, which keeps an update's cost independent of how
-    many clicks came before. Every click inside the block still constrains the result. Default: all."""
+    many clicks came before. Every click inside the block still constrains the result. Default: all.
+
+    ``band_mm`` > 0: the structure's boundary band (within ``band_mm`` of its surface) anywhere in the
+    arrays given (the caller's ROI) may change too, so one click can move a boundary that is wrong
+    everywhere (an automatic result's usual error); the proposer must free the same band."""
+
     foreground = [tuple(int(c) for c in p) for p in foreground]
     background = [tuple(int(c) for c in p) for p in background]
     focus = [tuple(int(c) for c in p) for p in focus] if focus else foreground + background
     out = labels.copy()
     if not focus:
         return out, {"added": 0, "removed": 0, "block": None}
-    box = click_box(labels.shape, focus, spacing_zyx, radius_mm)
+    box = (click_box(labels.shape, focus, spacing_zyx, radius_mm) if band_mm <= 0
+           else tuple(slice(0, n) for n in labels.shape))
     lo = np.array([box[2].start, box[1].start, box[0].start])  # (i, j, k)
     hi = np.array([box[2].stop, box[1].stop, box[0].stop])
 
@@ -76,7 +96,9 @@ def refine_labels(image: np.ndarray, labels: np.ndarray, value: int, foreground,
     block = labels[box]
     current = block == value
     # Other structures are background for this one, and are never written.
-    editable = ((block == 0) | current) & near_clicks(block.shape, local_focus, spacing_zyx, radius_mm)
+    reach = near_clicks(block.shape, local_focus, spacing_zyx, radius_mm) | boundary_band(
+        current, spacing_zyx, band_mm, bool(local_fg), bool(local_bg))
+    editable = ((block == 0) | current) & reach
     proposal = np.asarray(propose(image[box], current, local_fg, local_bg, tuple(spacing_zyx)), bool)
     for (i, j, k), inside in [(p, True) for p in local_fg] + [(p, False) for p in local_bg]:
         proposal[k, j, i] = inside  # the user's click is the truth at its own voxel
@@ -116,7 +138,8 @@ def _balls(shape, points, spacing_zyx, radius_mm) -> np.ndarray:
     return mask
 
 
-def random_walker_proposer(radius_mm: float = 12.0, beta: float = 130.0, intensity_guard: bool = False) -> Proposer:
+def random_walker_proposer(radius_mm: float = 12.0, beta: float = 130.0, intensity_guard: bool = False,
+                           band_mm: float = 0.0) -> Proposer:
     """No learning: a random walker on the image, seeded by the clicks (small balls), by the current
     mask beyond the clicks' reach (inside = structure, outside = background).
 
@@ -126,7 +149,8 @@ def random_walker_proposer(radius_mm: float = 12.0, beta: float = 130.0, intensi
     also most of the gains (BENCHMARKS-interactive.md)."""
 
     def propose(image, current, fg, bg, spacing_zyx):
-        far = ~near_clicks(current.shape, fg + bg, spacing_zyx, radius_mm)
+        far = ~(near_clicks(current.shape, fg + bg, spacing_zyx, radius_mm)
+                | boundary_band(current, spacing_zyx, band_mm, bool(fg), bool(bg)))
         fg_balls = _balls(current.shape, fg, spacing_zyx, SEED_RADIUS_MM)
         bg_balls = _balls(current.shape, bg, spacing_zyx, SEED_RADIUS_MM)
         markers = np.zeros(current.shape, np.int32)
