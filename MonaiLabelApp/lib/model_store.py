@@ -85,6 +85,18 @@ class ModelStore:
     def model_path(self, version: str) -> Path:
         return self.versions_dir / version / "model.pt"
 
+    # -- progress of the current or last training run (shown in /info train_stats) -----------------
+    def write_training_stats(self, stats: dict) -> None:
+        write_json_atomically(self.root / "train_stats.json", stats)
+
+    def training_stats(self) -> dict:
+        """The last run's progress, the promoted version and every version's validation mean Dice."""
+        stats = read_json(self.root / "train_stats.json") or {}
+        promoted = self.promoted()
+        stats["promoted_version"] = promoted["version"] if promoted else None
+        stats["versions"] = {v: (self.metrics(v) or {}).get("mean_dice") for v in self.versions()}
+        return stats
+
     # -- promotion -----------------------------------------------------------------------------
     def promoted(self) -> dict | None:
         info = read_json(self.root / "promoted.json")

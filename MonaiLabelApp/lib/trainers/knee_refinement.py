@@ -26,7 +26,7 @@ from lib.interactive.network import ClickNetConfig, build_click_network, click_n
 from lib.interactive.refine import (FALLBACK_BETA, FALLBACK_RADIUS_MM, click_input, network_proposer,
                                     random_walker_proposer, refine_labels)
 from lib.interactive.simulation import corrupt, error_clicks, run_clicks, starting_labels
-from lib.model_store import ModelStore, read_json, write_json_atomically
+from lib.model_store import ModelStore
 from lib.trainers.training_data import fixed_split, load_pair
 
 logger = logging.getLogger(__name__)
@@ -111,10 +111,7 @@ class KneeRefinementTrainer(TrainTask):
         return dict(DEFAULTS)
 
     def stats(self) -> dict[str, Any]:
-        stats = read_json(self.store.root / "train_stats.json") or {}
-        promoted = self.store.promoted()
-        stats["promoted_version"] = promoted["version"] if promoted else None
-        return stats
+        return self.store.training_stats()
 
     def __call__(self, request, datastore: Datastore) -> dict[str, Any]:
         options = {**DEFAULTS, **{k: v for k, v in request.items() if k in DEFAULTS}}
@@ -187,14 +184,14 @@ class KneeRefinementTrainer(TrainTask):
                 if dice["mean_dice"] > baseline["mean_dice"]:
                     self.store.promote_if_better(version, dice["mean_dice"])
             logger.info(f"refinement {version} epoch {epoch}/{epochs} loss {record['loss']:.4f} Dice {dice['dice']}")
-            write_json_atomically(self.store.root / "train_stats.json", {
+            self.store.write_training_stats({
                 "version": version, "status": "running", "epoch": epoch, "max_epochs": epochs, "loss": record["loss"],
                 "val_dice": dice["dice"], "device": str(device), "start_ts": started})
         summary = {"version": version, "status": "done", "promoted": (self.store.promoted() or {}).get("version") == version,
                    "best_epoch": best.get("epoch"), "mean_dice": best["mean_dice"],
                    "random_walker_mean_dice": baseline["mean_dice"], "device": str(device),
                    "seconds": round(time.time() - started, 1)}
-        write_json_atomically(self.store.root / "train_stats.json", summary)
+        self.store.write_training_stats(summary)
         logger.info(f"Refinement training finished: {summary}")
         return summary
 

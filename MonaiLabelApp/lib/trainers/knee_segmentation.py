@@ -21,7 +21,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from lib.evaluation.metrics import structure_dice
 from lib.infers.knee_segmentation import pick_device
 from lib.losses import UnionAwareDiceCELoss
-from lib.model_store import ModelStore, read_json, write_json_atomically
+from lib.model_store import ModelStore
 from lib.networks import KneeModelConfig, KneeNetworks
 from lib.segmenter import JOINT_KINDS, KneeSegmenter
 from lib.trainers.training_data import augment, fixed_split, load_pair, prepare_case, random_crop
@@ -50,14 +50,7 @@ class KneeSegmentationTrainer(TrainTask):
         return dict(DEFAULTS)
 
     def stats(self) -> dict[str, Any]:
-        stats = read_json(self.store.root / "train_stats.json") or {}
-        promoted = self.store.promoted()
-        stats["promoted_version"] = promoted["version"] if promoted else None
-        stats["versions"] = {v: (self.store.metrics(v) or {}).get("mean_dice") for v in self.store.versions()}
-        return stats
-
-    def _report(self, **stats) -> None:
-        write_json_atomically(self.store.root / "train_stats.json", stats)
+        return self.store.training_stats()
 
     def __call__(self, request, datastore: Datastore) -> dict[str, Any]:
         options = {**DEFAULTS, **{k: v for k, v in request.items() if k in DEFAULTS}}
@@ -126,9 +119,11 @@ class KneeSegmentationTrainer(TrainTask):
                 f"{version} epoch {epoch}/{max_epochs} loss {record['loss']:.4f}"
                 + (f" val mean Dice {record['mean_dice']:.4f} {record['dice']}" if "dice" in record else "")
             )
-            self._report(version=version, status="running", epoch=epoch, max_epochs=max_epochs,
-                         loss=record["loss"], val_dice=record.get("dice"), mean_dice=record.get("mean_dice"),
-                         best_mean_dice=best["mean_dice"], device=str(device), start_ts=started)
+            self.store.write_training_stats(dict(
+                version=version, status="running", epoch=epoch, max_epochs=max_epochs, loss=record["loss"],
+                val_dice=record.get("dice"), mean_dice=record.get("mean_dice"), best_mean_dice=best["mean_dice"],
+                device=str(device), start_ts=started,
+            ))
 
         promoted = self.store.promote_if_better(version, best["mean_dice"])
         summary = {
@@ -142,7 +137,7 @@ class KneeSegmentationTrainer(TrainTask):
             "device": str(device),
             "seconds": round(time.time() - started, 1),
         }
-        self._report(**summary, start_ts=started, max_epochs=max_epochs, epoch=max_epochs)
+        self.store.write_training_stats({**summary, "start_ts": started, "max_epochs": max_epochs, "epoch": max_epochs})
         logger.info(f"Training finished: {summary}")
         return summary
 
