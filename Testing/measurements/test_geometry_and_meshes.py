@@ -78,3 +78,18 @@ def test_mesh_files_round_trip_through_vtk_readers(tmp_path):
     records = np.frombuffer(body[:len(v) * 16], dtype="<f4").reshape(len(v), 4)
     assert np.allclose(records[:, :3], v, atol=1e-4) and np.allclose(records[:, 3], scalar, atol=1e-4)
     assert ET.parse(tmp_path / "s.vtp").getroot().tag == "VTKFile"
+
+
+def test_denuded_patches_are_enclosed_bare_bone_of_a_minimum_size():
+    from KneeAILib.measurements.denuded import enclosed_uncovered
+
+    triangles = np.array([[i, i + 1, i + 2] for i in range(8)])  # a strip of 10 vertices
+    covered = np.ones(10, dtype=bool)
+    covered[[4, 5]] = False  # a bare patch inside the plate
+    covered[9] = False  # bare bone at the open end of the measured surface
+    open_end = np.zeros(10, dtype=bool)
+    open_end[9] = True
+    assert np.flatnonzero(enclosed_uncovered(triangles, covered, open_end)).tolist() == [4, 5]
+    area = np.ones(10)
+    assert not enclosed_uncovered(triangles, covered, open_end, area, min_area_mm2=2.5).any()
+    assert np.flatnonzero(enclosed_uncovered(triangles, covered, open_end, area, min_area_mm2=2.0)).tolist() == [4, 5]

@@ -91,12 +91,14 @@ def knee_frame(labels: LabelMap, side: str | None = None) -> tuple[KneeFrame, np
         raise NoCartilageError("No tibial cartilage: the knee frame needs the tibial plates to find its centre")
     cart_kji = np.argwhere(tibial_cart)
     cart_mm = labels.physical_points(cart_kji)
-    # Refine the medial-lateral line once: the line through the two plates' centres is steadier
+    # Refine the medial-lateral line twice: the line through the two plates' centres is steadier
     # than the plateau's principal axis when the tibial shaft in view is short or oblique.
     for _ in range(2):
         lateral_coord = cart_mm @ patient_left_like
         split = _plate_gap(lateral_coord)
         toward_left = lateral_coord > split  # which plate lies toward patient_left_like
+        if toward_left.all() or not toward_left.any():
+            raise NoCartilageError("Only one tibial plate is labelled: the knee frame needs both")
         between = cart_mm[toward_left].mean(axis=0) - cart_mm[~toward_left].mean(axis=0)
         patient_left_like = _unit(between - (between @ superior) * superior)
         anterior = np.cross(patient_left_like, superior)  # keeps left = superior x anterior
@@ -109,9 +111,8 @@ def knee_frame(labels: LabelMap, side: str | None = None) -> tuple[KneeFrame, np
     medial = patient_left_like if medial_is_left else -patient_left_like
     # right knee: medial is toward patient left
     knee_side = "right" if medial_is_left else "left"
-    origin_ml = split * patient_left_like
-    plates = cart_mm
-    origin = origin_ml + (plates @ anterior).mean() * anterior + tibia_top * superior
+    # superior, anterior and patient_left_like are orthonormal, so the origin is the sum of its parts
+    origin = split * patient_left_like + (cart_mm @ anterior).mean() * anterior + tibia_top * superior
     frame = KneeFrame(origin=origin, medial=medial, anterior=anterior, superior=superior, side=knee_side,
                       side_evidence=evidence)
     medial_mask = np.zeros(labels.array.shape, dtype=bool)
@@ -170,7 +171,6 @@ def detect_side(labels: LabelMap, patient_left_like: np.ndarray, split: float, c
     # Plate shape: thickness proxy (volume / footprint) and front-to-back length of each plate.
     cart_mm = labels.physical_points(cart_kji)
     anterior = np.cross(patient_left_like, superior)
-    votes = []
     stats = {}
     for name, sel in (("toward_left", toward_left), ("toward_right", ~toward_left)):
         pts = cart_mm[sel]

@@ -88,7 +88,7 @@ def measure_knee(labels: LabelMap, *, side: str | None = None, working_spacing: 
                              cartilage_mask=masks[name])
         # bone under too-thin-to-measure cartilage is not bare: it neither counts as denuded nor
         # lets a bare patch through it
-        denuded = enclosed_uncovered(pt.triangles, pt.covered | pt.thin_cartilage, pt.at_crop_edge)
+        denuded = enclosed_uncovered(pt.triangles, pt.covered | pt.thin_cartilage, pt.at_crop_edge, pt.area)
         in_plate = pt.covered | denuded
         labelled = in_plate | pt.thin_cartilage  # every bone point under this plate's cartilage
         if not labelled.any():
