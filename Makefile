@@ -4,7 +4,7 @@ STUDIES ?=
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: setup serve test bench train-from-labels evaluate clean
+.PHONY: setup serve test bench bench-measurements bench-clicks train-from-labels evaluate clean
 LABELS ?= ../shared/data/labels/oai_zib
 CONVENTION ?= oai_zib
 OUT ?= .kneeai/train
@@ -22,6 +22,14 @@ test: setup
 
 bench: setup
 	$(PY) Testing/benchmarks/server_benchmark.py
+
+# Cartilage thickness: phantoms with known thickness, robustness and regional means on real label maps (~15 min).
+bench-measurements: setup
+	$(PY) Testing/benchmarks/measurements_benchmark.py
+
+# Click-to-update: Dice after each simulated click and latency on the real DESS knee.
+bench-clicks: setup
+	$(PY) Testing/benchmarks/click_benchmark.py
 
 # A model from a folder of label maps (images synthesised from them), through the server's training task.
 train-from-labels: setup
