@@ -17,7 +17,7 @@
    GPU with --device cuda. The DESS has no labels, so clicks go to random voxels of its central part.
 The refinement is the click network promoted in --refinement-model-dir, else the random walker.
 Writes click_benchmark.json and click_benchmark.md under --out-dir; figures go to
-BENCHMARKS-interactive.md.
+BENCHMARKS.md (Interactive).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ OAI-ZIB label maps, run times, and an offscreen VTK picture of one thickness map
     .venv/bin/python Testing/benchmarks/measurements_benchmark.py [--knees N] [--robustness-knees M]
 
 Writes Testing/benchmarks/output/measurements_benchmark.json (numbers only) and
-measurements_thickness_<id>.png, and prints the Markdown tables of BENCHMARKS-measurements.md.
+measurements_thickness_<id>.png, and prints the Markdown tables of BENCHMARKS.md (Measurements).
 Needs ../shared/data (skips the real-data parts without it). VTK is used here only, for the picture.
 """
 

@@ -48,7 +48,7 @@ def test_update_fixes_the_missed_region_changes_nothing_else_and_undo_restores(c
     others = ~np.isin(labels, [0, value])  # femur (locked) and every other structure
     np.testing.assert_array_equal(after[others], labels[others])
     # The missed region is (partly) recovered. Dice itself is the benchmark's business: the random
-    # walker fallback can leak into background (BENCHMARKS-interactive.md).
+    # walker fallback can leak into background (BENCHMARKS.md (Interactive)).
     i, j, k = click.ijk
     assert after[k, j, i] == value
     assert np.count_nonzero((after == value) & (truth == value)) > np.count_nonzero((labels == value) & (truth == value))

@@ -36,7 +36,7 @@ def test_shell_thickness_meets_accuracy_targets(phantom):
 def test_cylinder_aligned_with_an_image_axis_is_unbiased():
     # Worst case for binary voxels: the same 0.7 mm staircase in every slice along the cylinder, so
     # smoothing cannot average it out; the mean stays right (the 95th percentile is ~0.2 mm here,
-    # see BENCHMARKS-measurements.md).
+    # see BENCHMARKS.md (Measurements)).
     err = _errors(ShellPhantom("cylinder", radius=15.0, thickness=2.5, rotation_deg=(5, 30, 0)))
     assert abs(err.mean()) <= 0.05
 

@@ -29,7 +29,7 @@ from .laplace import solve_laplace
 from .surface_nets import surface_nets, vertex_areas
 
 # Gaussian sigma (mm, isotropic) for the bone and solid indicators. Chosen on the phantoms and the
-# real maps (BENCHMARKS-measurements.md): per-axis sigmas of 0.6-1.5 voxels left 0.7 mm staircase
+# real maps (BENCHMARKS.md (Measurements)): per-axis sigmas of 0.6-1.5 voxels left 0.7 mm staircase
 # ripple and made results depend on how the grid is oriented (rotating a real map moved regional
 # means by up to 3.7 %); one isotropic sigma of 1.0 mm meets the phantom targets and moves them by
 # < 1 %. Bone and solid are smoothed separately, so thin plates are not eroded. Coarse images get at

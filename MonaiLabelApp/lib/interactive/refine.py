@@ -24,7 +24,7 @@ from lib.interactive.network import SIZE_MULTIPLE, ClickNetConfig
 from lib.transforms.working_grid import normalize_intensity
 
 # Until a click network is trained: a random walker, reliable only close to the click (radius and
-# beta chosen on synthesised knees; figures in BENCHMARKS-interactive.md).
+# beta chosen on synthesised knees; figures in BENCHMARKS.md (Interactive)).
 FALLBACK_RADIUS_MM = 8.0
 FALLBACK_BETA = 3000.0
 SEED_RADIUS_MM = 1.5  # a click seeds a small ball, not a single voxel: one voxel barely pulls a walker
@@ -146,7 +146,7 @@ def random_walker_proposer(radius_mm: float = 12.0, beta: float = 130.0, intensi
     ``intensity_guard``: a voxel joins the structure only if its intensity is closer (in standard
     deviations) to the structure's than to the background's in this block, and leaves it only if
     closer to the background's. Off by default: on held-out synthesised knees it stopped some leaks but
-    also most of the gains (BENCHMARKS-interactive.md)."""
+    also most of the gains (BENCHMARKS.md (Interactive))."""
 
     def propose(image, current, fg, bg, spacing_zyx):
         far = ~(near_clicks(current.shape, fg + bg, spacing_zyx, radius_mm)
