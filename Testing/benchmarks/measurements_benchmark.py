@@ -2,6 +2,12 @@
 OAI-ZIB label maps, run times, and an offscreen VTK picture of one thickness map.
 
     .venv/bin/python Testing/benchmarks/measurements_benchmark.py [--knees N] [--robustness-knees M]
+        [--revoxelise linear|nearest] [--robustness-only]
+
+--revoxelise picks how the finer/coarser variants re-voxelise the label map: "linear" (default;
+label-aware, each label's indicator linearly interpolated then argmax) or "nearest" (nearest
+neighbour, the earlier method, kept for comparison). --robustness-only runs section 2 alone on the
+first M knees and writes measurements_robustness_<revoxelise>.json instead of the full JSON.
 
 Writes Testing/benchmarks/output/measurements_benchmark.json (numbers only) and
 measurements_thickness_<id>.png, and prints the Markdown tables of BENCHMARKS.md (Measurements).
@@ -23,7 +29,12 @@ import SimpleITK as sitk
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "KneeAI"), str(ROOT / "Testing" / "measurements")]
 
-from label_transforms import mirror_left_right, resample_to_spacing, rotate_grid  # noqa: E402
+from label_transforms import (  # noqa: E402
+    mirror_left_right,
+    resample_labels_linear,
+    resample_to_spacing,
+    rotate_grid,
+)
 from phantoms import FEMORAL_CARTILAGE, FEMUR, ShellPhantom  # noqa: E402
 
 from KneeAILib.measurements import LabelMap, measure_knee, plate_thickness  # noqa: E402
@@ -39,12 +50,19 @@ PHANTOMS = [
     ShellPhantom("cylinder", 15.0, 2.5, rotation_deg=(5, 30, 0)),
     ShellPhantom("cylinder", 20.0, 2.0, rotation_deg=(25, 15, 40)),
 ]
-VARIANTS = {
-    "rotated grid (15, -10, 25 deg)": lambda img: rotate_grid(img, (15, -10, 25)),
-    "finer voxels 0.6x0.3x0.3 mm": lambda img: resample_to_spacing(img, (0.6, 0.3, 0.3)),
-    "coarser voxels 0.8x0.42x0.42 mm": lambda img: resample_to_spacing(img, (0.8, 0.42, 0.42)),
-    "mirrored (left knee)": mirror_left_right,
-}
+REVOXELISE = {"linear": resample_labels_linear, "nearest": resample_to_spacing}
+
+
+def variants(revoxelise: str) -> dict:
+    resample = REVOXELISE[revoxelise]
+    return {
+        "rotated grid (15, -10, 25 deg)": lambda img: rotate_grid(img, (15, -10, 25)),
+        f"finer voxels 0.6x0.3x0.3 mm ({revoxelise})": lambda img: resample(img, (0.6, 0.3, 0.3)),
+        f"coarser voxels 0.8x0.42x0.42 mm ({revoxelise})": lambda img: resample(img, (0.8, 0.42, 0.42)),
+        "mirrored (left knee)": mirror_left_right,
+    }
+
+
 MIN_AREA_MM2 = 50.0
 
 
@@ -65,7 +83,7 @@ def phantom_accuracy() -> list[dict]:
     return rows
 
 
-def real_knees(paths: list[Path], robustness: int) -> tuple[list[dict], list[dict]]:
+def real_knees(paths: list[Path], robustness: int, revoxelise: str = "linear") -> tuple[list[dict], list[dict]]:
     knees, robust = [], []
     for n, path in enumerate(paths):
         image = sitk.ReadImage(str(path))
@@ -76,7 +94,7 @@ def real_knees(paths: list[Path], robustness: int) -> tuple[list[dict], list[dic
                       "seconds": seconds, "rows": m.rows})
         print(f"{path.name}: {m.frame.side} {seconds:.1f} s", flush=True)
         if n < robustness:
-            for name, make in VARIANTS.items():
+            for name, make in variants(revoxelise).items():
                 other = measure_knee(LabelMap.from_image(make(image), "oai_zib"))
                 changes = {}
                 for r in m.rows:
@@ -208,15 +226,40 @@ def render_thickness(path: Path, png: Path) -> None:
     writer.Write()
 
 
+def print_robustness(robust: list[dict]) -> None:
+    print("\n| knee | variant | max abs change (%) | region | median (%) | regions > 3 % | side |")
+    print("|---|---|---|---|---|---|---|")
+    for r in robust:
+        print(f"| {r['id']} | {r['variant']} | {r['max_abs_change_percent']:.2f} | {r['worst_region']} | "
+              f"{r['median_abs_change_percent']:.2f} | {r['regions_over_3_percent']} | {r['side']} |")
+
+
+def robustness_only(args, result: dict) -> int:
+    """Section 2 alone (about 5 measurements per knee), so the re-voxelisation can be compared quickly."""
+    paths = sorted(OAI_ZIB.glob("oai_zib_*.nii.gz"))[:args.robustness_knees]
+    if not paths:
+        print(f"no OAI-ZIB label maps at {OAI_ZIB}")
+        return 1
+    _, robust = real_knees(paths, len(paths), args.revoxelise)
+    result["robustness"] = robust
+    print_robustness(robust)
+    (OUT / f"measurements_robustness_{args.revoxelise}.json").write_text(json.dumps(result, indent=1, default=float))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--knees", type=int, default=20)
     parser.add_argument("--robustness-knees", type=int, default=5)
     parser.add_argument("--skip-render", action="store_true")
+    parser.add_argument("--revoxelise", choices=sorted(REVOXELISE), default="linear")
+    parser.add_argument("--robustness-only", action="store_true")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     result = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-              "python": platform.python_version(), "numpy": np.__version__}
+              "python": platform.python_version(), "numpy": np.__version__, "revoxelise": args.revoxelise}
+    if args.robustness_only:
+        return robustness_only(args, result)
     result["phantoms"] = phantom_accuracy()
     print("| phantom | voxel (mm) | rotation (deg) | points | mean error (mm) | p95 abs error (mm) | max (mm) | s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -226,18 +269,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['seconds']:.1f} |")
     paths = sorted(OAI_ZIB.glob("oai_zib_*.nii.gz"))[:args.knees]
     if paths:
-        knees, robust = real_knees(paths, args.robustness_knees)
+        knees, robust = real_knees(paths, args.robustness_knees, args.revoxelise)
         result["knees"] = [{k: v for k, v in kn.items() if k != "rows"} | {"regions": kn["rows"]} for kn in knees]
         result["robustness"] = robust
         result["regional_summary"] = regional_summary(knees)
         times = [k["seconds"] for k in knees]
         result["seconds_per_knee"] = {"mean": float(np.mean(times)), "max": float(np.max(times))}
         print(f"\nper knee: mean {np.mean(times):.1f} s, max {np.max(times):.1f} s")
-        print("\n| knee | variant | max abs change (%) | region | median (%) | regions > 3 % | side |")
-        print("|---|---|---|---|---|---|---|")
-        for r in robust:
-            print(f"| {r['id']} | {r['variant']} | {r['max_abs_change_percent']:.2f} | {r['worst_region']} | "
-                  f"{r['median_abs_change_percent']:.2f} | {r['regions_over_3_percent']} | {r['side']} |")
+        print_robustness(robust)
         print("\n| structure | region | n | mean ThCtAB (mm) | SD (mm) |")
         print("|---|---|---|---|---|")
         for r in result["regional_summary"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import SimpleITK as sitk
-from label_transforms import mirror_left_right, resample_to_spacing, rotate_grid
+from label_transforms import mirror_left_right, resample_labels_linear, rotate_grid
 
 from KneeAILib.measurements import LabelMap, measure_knee
 
@@ -46,8 +46,11 @@ def test_rotated_grid_changes_regional_means_by_at_most_3_percent(knee):
 
 
 def test_finer_voxels_change_regional_means_by_at_most_3_percent(knee):
+    # label-aware re-voxelisation (linear per label, then argmax): on the 5 benchmark knees it keeps
+    # every subregion within 2.4 % (nearest neighbour: up to 3.8 %, its rims depend on voxel phase).
+    # Coarser voxels are not tested: label-aware still gives 3.2 % on one of the 5 knees (BENCHMARKS.md).
     image, base = knee
-    resampled = measure_knee(LabelMap.from_image(resample_to_spacing(image, (0.6, 0.3, 0.3)), "oai_zib"))
+    resampled = measure_knee(LabelMap.from_image(resample_labels_linear(image, (0.6, 0.3, 0.3)), "oai_zib"))
     changes = _relative_changes(base, resampled)
     worst = max(changes, key=lambda k: abs(changes[k]))
     assert abs(changes[worst]) <= 0.03, f"{worst}: {100 * changes[worst]:+.2f} %"
