@@ -8,9 +8,9 @@ Each case is a procedural phantom (``phantom.make_knee_phantom``, right and left
 imaged with ``synthesize.synthesize_image`` in the contrasts dess, pdfs, t2 in turn, sagittal slices.
 Nothing here comes from real data. The default 6 cases take a few seconds and ~10 MB.
 
-Safe to re-run: existing files are kept as they are, and every file is written under a temporary name
-in ``OUT_DIR/.partial/`` and then renamed into place, so a server watching OUT_DIR never sees half a file
-(LocalDatastore lists only files directly in OUT_DIR and directories in OUT_DIR/labels).
+Safe to re-run: existing files are kept as they are, and every file is written by
+``image_io.write_atomically`` (a temporary name in a ``.partial/`` folder beside it, then a rename), so
+a server watching OUT_DIR never sees half a file.
 
 Command line (run from the MonaiLabelApp folder, which is the app directory the server also uses):
 
@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from lib.transforms.image_io import write_atomically
 
 from .phantom import make_knee_phantom
 from .synthesize import synthesize_image
@@ -46,7 +48,6 @@ def generate_sample_dataset(out_dir: str | os.PathLike, n_cases: int = 6, n_labe
     out = Path(out_dir)
     label_dir = out / "labels" / LABEL_TAG
     label_dir.mkdir(parents=True, exist_ok=True)
-    partial_dir = out / ".partial"
 
     image_paths = []
     for index in range(n_cases):
@@ -59,10 +60,9 @@ def generate_sample_dataset(out_dir: str | os.PathLike, n_cases: int = 6, n_labe
         labels = make_knee_phantom(case_seed, side="right" if index % 2 == 0 else "left")
         if not image_path.exists():
             image = synthesize_image(labels, case_seed, CONTRAST_CYCLE[index % len(CONTRAST_CYCLE)], plane="sagittal")
-            _write_atomically(_as_int16(image), image_path, partial_dir)
+            write_atomically(_as_int16(image), image_path)
         if label_path is not None and not label_path.exists():
-            _write_atomically(labels, label_path, partial_dir)
-    _remove_if_empty(partial_dir)
+            write_atomically(labels, label_path)
     return image_paths
 
 
@@ -71,25 +71,6 @@ def _as_int16(image: sitk.Image) -> sitk.Image:
     out = sitk.GetImageFromArray(np.clip(np.rint(array), 0, np.iinfo(np.int16).max).astype(np.int16))
     out.CopyInformation(image)
     return out
-
-
-def _write_atomically(image: sitk.Image, path: Path, partial_dir: Path) -> None:
-    """Write under a temporary name on the same file system, then rename into place."""
-    partial_dir.mkdir(parents=True, exist_ok=True)
-    temporary = partial_dir / f"{os.getpid()}_{path.name}"
-    try:
-        sitk.WriteImage(image, str(temporary), useCompression=True)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
-def _remove_if_empty(directory: Path) -> None:
-    try:
-        directory.rmdir()
-    except OSError:  # missing, or another writer still has files there
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -179,19 +179,27 @@ def same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool
 
 
 def write_atomically(image: sitk.Image, destination: str | Path, compress: bool = True) -> None:
-    """Writes to a temporary file in the destination folder, then renames: never a half-written file."""
+    """Writes to a temporary file, then renames: never a half-written file.
+
+    The temporary file lives in a ``.partial/`` folder beside the destination, not in the destination
+    folder itself: MONAI Label's datastore lists a folder with ``fnmatch("*.nii.gz")``, which also
+    matches hidden files, so a temporary ``.tmp-x.nii.gz`` there could be taken for an image.
+    """
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.parent / ".partial"
+    partial.mkdir(parents=True, exist_ok=True)
     suffix = volume_suffix(destination) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=destination.parent)
+    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=partial)
     os.close(fd)
     try:
         sitk.WriteImage(image, tmp, compress)
         os.replace(tmp, destination)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
-
+        try:
+            partial.rmdir()
+        except OSError:  # another writer still has a file there
+            pass
 
 def _first_line(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
