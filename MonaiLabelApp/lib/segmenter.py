@@ -59,6 +59,12 @@ def predict_logits(network: torch.nn.Module, image: np.ndarray, patch: tuple[int
     return logits[0].float()
 
 
+def network_input(image: sitk.Image, box: Box, spacing) -> tuple[sitk.Image, np.ndarray]:
+    """The image on a world-aligned grid of ``spacing`` over ``box``, and its normalised voxels."""
+    working = resample(image, grid_for_box(box, spacing), sitk.sitkLinear, pixel_type=sitk.sitkFloat32)
+    return working, normalize_intensity(sitk.GetArrayViewFromImage(working))
+
+
 class KneeSegmenter:
     def __init__(self, networks: KneeNetworks, schema, device: torch.device):
         self.networks = networks.eval().to(device)
@@ -70,9 +76,7 @@ class KneeSegmenter:
     # -- stages ----------------------------------------------------------------------------------
     def coarse(self, image: sitk.Image) -> tuple[sitk.Image, np.ndarray]:
         """The coarse label map on a coarse world-aligned grid covering the whole image."""
-        grid = grid_for_box(world_box(image), self.config.coarse_spacing)
-        coarse_image = resample(image, grid, sitk.sitkLinear, pixel_type=sitk.sitkFloat32)
-        array = normalize_intensity(sitk.GetArrayViewFromImage(coarse_image))
+        coarse_image, array = network_input(image, world_box(image), self.config.coarse_spacing)
         logits = predict_logits(self.networks.coarse, array, self.config.coarse_patch,
                                 self.config.single_pass_voxels, self.device)
         labels = logits.argmax(0).to(torch.uint8).cpu().numpy()
@@ -81,9 +85,7 @@ class KneeSegmenter:
     def coarse_tta_probabilities(self, image: sitk.Image) -> np.ndarray:
         """Coarse class probabilities averaged over test-time variants (left-right flip, gamma):
         where the variants disagree or stay unsure, the model is uncertain."""
-        grid = grid_for_box(world_box(image), self.config.coarse_spacing)
-        coarse_image = resample(image, grid, sitk.sitkLinear, pixel_type=sitk.sitkFloat32)
-        array = normalize_intensity(sitk.GetArrayViewFromImage(coarse_image))
+        coarse_image, array = network_input(image, world_box(image), self.config.coarse_spacing)
         variants = [(array, False), (array[:, :, ::-1], True),
                     (np.sign(array) * np.abs(array) ** 0.8, False), (np.sign(array) * np.abs(array) ** 1.25, False)]
         total = None
@@ -107,9 +109,7 @@ class KneeSegmenter:
 
     def fine_probabilities(self, image: sitk.Image, box: Box) -> tuple[np.ndarray, sitk.Image]:
         """Class probabilities (C, z, y, x) on a fine world-aligned grid over ``box``, and that grid."""
-        grid = grid_for_box(box, self.config.fine_spacing)
-        fine_image = resample(image, grid, sitk.sitkLinear, pixel_type=sitk.sitkFloat32)
-        array = normalize_intensity(sitk.GetArrayViewFromImage(fine_image))
+        fine_image, array = network_input(image, box, self.config.fine_spacing)
         logits = predict_logits(self.networks.fine, array, self.config.fine_patch,
                                 self.config.single_pass_voxels, self.device)
         return torch.softmax(logits, dim=0).cpu().numpy(), fine_image
