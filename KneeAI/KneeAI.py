@@ -20,9 +20,10 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from KneeAILib import annotator, mrml_adapter
+from KneeAILib import annotator, measurements_mrml, mrml_adapter
 from KneeAILib.client import KneeAIClient
 from KneeAILib.jobs import JobRunner
+from KneeAILib.measurements.outputs import measure_and_write
 from KneeAILib.schema import KneeSchema
 from KneeAILib.session import AnnotationSession, State
 from KneeAILib.training import fetch_training_progress
@@ -70,9 +71,12 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         consent = SettingsConsentStore(settings.value, settings.setValue, SETTINGS + "uploadConsent/")
         self.logic = KneeAILogic(consent, changed=self.updateGUI)
         self.ui.serverUrlLineEdit.text = qt.QSettings().value(SETTINGS + "serverUrl", "http://127.0.0.1:8000")
+        self.ui.measurementFolderLineEdit.currentPath = qt.QSettings().value(
+            SETTINGS + "measurementFolder", os.path.join(slicer.app.defaultScenePath, "KneeAI measurements"))
         for button, handler in ((self.ui.connectButton, self.onConnect), (self.ui.nextCaseButton, self.onNextCase),
                                 (self.ui.segmentButton, self.onSegment), (self.ui.submitButton, self.onSubmit),
-                                (self.ui.trainButton, self.onTrain), (self.ui.cancelButton, self.onCancel)):
+                                (self.ui.trainButton, self.onTrain), (self.ui.cancelButton, self.onCancel),
+                                (self.ui.measureButton, self.onMeasure)):
             button.connect("clicked(bool)", handler)
         self.timer = qt.QTimer()  # results of background jobs are applied here, on the main thread
         self.timer.connect("timeout()", self.onTick)
@@ -130,6 +134,11 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onTrain(self):
         self._run(_("Cannot start or stop training."), lambda: self.logic.toggleTraining(self._parameterNode.epochs))
 
+    def onMeasure(self):
+        folder = self.ui.measurementFolderLineEdit.currentPath
+        qt.QSettings().setValue(SETTINGS + "measurementFolder", folder)
+        self._run(_("Cannot measure the segmentation."), lambda: self.logic.measure(self._parameterNode, folder))
+
     def onCancel(self):
         self._run(_("Cannot cancel."), self.logic.cancel)
 
@@ -145,6 +154,7 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.enabled = connected and not busy and self._parameterNode.inputVolume is not None
         self.ui.submitButton.enabled = session.can("submitted") and not busy
         self.ui.trainButton.enabled, self.ui.cancelButton.enabled = connected, busy
+        self.ui.measureButton.enabled = not busy  # measuring needs no server
         self.ui.trainButton.text = _("Stop training") if progress and progress.running else _("Train")
         self.ui.modelVersionLabel.text = session.model_version or _("(not connected)")
         self.ui.trainingProgressBar.value = int(100 * progress.fraction) if progress else 0
@@ -173,8 +183,7 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
     def _start(self, kind, fn, *args, on_done):
         def finished(result):
             self.session.end_job()
-            on_done(result)
-            self.changed()
+            self.changed(on_done(result))  # on_done may return a message for the status line
 
         def failed(error):
             self.session.end_job()
@@ -195,7 +204,7 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
     def nextCase(self, parameterNode):
         def loaded(case):
             if case is None:
-                return self.changed(_("No case left to label."))
+                return _("No case left to label.")
             self.session.load_case(case.image_id, discard_edits=True)  # the Widget asked before starting
             self.caseImage = case.image
             volume = mrml_adapter.volume_node_from_pixels(slicer.mrmlScene, case.image, case.image_id)
@@ -241,6 +250,21 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
             mrml_adapter.labels_from_segmentation(parameterNode.segmentation, parameterNode.inputVolume, self.schema))
         self._start(_("submit"), annotator.submit_labels, self.client, self.session.image_id, export.labels,
                     self.caseImage, self.schema, on_done=lambda result: self.session.submitted())
+
+    def measure(self, parameterNode, folder):
+        """Thickness maps on the 3D bones, the regional table node, and every file of the report in ``folder``."""
+        if parameterNode.segmentation is None or parameterNode.inputVolume is None:
+            raise ValueError(_("Choose the volume and the segmentation to measure."))
+        labels = measurements_mrml.label_map_from_segmentation(parameterNode.segmentation, parameterNode.inputVolume,
+                                                               self.schema)  # MRML is read here, on the main thread
+
+        def measured(result):
+            measurement, written = result
+            measurements_mrml.show_measurements(slicer.mrmlScene, measurement)
+            return "\n".join([_("{side} knee measured; report: {path}").format(
+                side=measurement.frame.side, path=written["html"])] + measurement.warnings)
+
+        self._start(_("measure"), measure_and_write, labels, folder, on_done=measured)
 
     def toggleTraining(self, epochs):
         stop = self.training is not None and self.training.running

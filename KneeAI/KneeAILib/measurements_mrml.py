@@ -13,12 +13,24 @@ from vtk.util import numpy_support
 
 import slicer
 
+from KneeAILib.measurements.labelmap import LabelMap
 from KneeAILib.measurements.measure import KneeMeasurement, PlateResult
 from KneeAILib.measurements.regional_stats import COLUMNS
 from KneeAILib.measurements.thickness_map_image import colormap
+from KneeAILib.mrml_adapter import labels_from_segmentation, require_known_segments
+from KneeAILib.schema import KneeSchema
 
 THICKNESS_RANGE_MM = (0.0, 4.0)
 LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
+
+
+def label_map_from_segmentation(segmentation_node, volume_node, schema: KneeSchema) -> LabelMap:
+    """The segmentation as a schema-valued label map on the volume's grid, in patient geometry.
+
+    Read on the main thread (MRML); the result is plain numpy, safe to measure on a worker thread.
+    Segments that are not in the schema, or that overlap, raise the adapter's clear errors."""
+    export = require_known_segments(labels_from_segmentation(segmentation_node, volume_node, schema))
+    return LabelMap.from_image(export.labels.to_sitk(), schema=schema)
 
 
 def thickness_color_node(scene, name: str = "KneeAI cartilage thickness") -> "slicer.vtkMRMLColorTableNode":

@@ -52,3 +52,52 @@ def test_thickness_models_table_and_colour_bar_in_a_real_scene(measured):
     assert t.GetValue(row, 0).ToString() == "medial_tibial_cartilage"
     assert t.GetValue(row, col).ToDouble() == pytest.approx(measured.rows[row]["mean_thickness_mm"])
     assert table.GetColumnUnitLabel("mean_thickness_mm") == "mm"
+
+
+def test_measuring_a_slicer_segmentation_gives_the_label_maps_numbers_and_every_file(measured, tmp_path):
+    """What the module's Measure button runs: the segmentation is read back on the volume's grid in
+    patient geometry (an oblique, anisotropic knee), measured, written and shown."""
+    from KneeAILib import mrml_adapter
+    from KneeAILib.measurements.outputs import measure_and_write
+    from KneeAILib.measurements_mrml import label_map_from_segmentation
+    from KneeAILib.schema import KneeSchema
+    from KneeAILib.volume import PixelVolume
+
+    scene, schema = slicer.vtkMRMLScene(), KneeSchema.load()
+    original = LabelMap.from_image(KneePhantom().image())
+    pixels = PixelVolume.from_sitk(original.to_image())
+    volume = mrml_adapter.volume_node_from_pixels(scene, pixels, "knee")
+    segmentation = mrml_adapter.segmentation_from_labels(scene, pixels, schema, volume)
+
+    labels = label_map_from_segmentation(segmentation, volume, schema)
+    assert np.array_equal(labels.array, original.array)
+    for a, b in ((labels.spacing, original.spacing), (labels.origin, original.origin),
+                 (labels.direction, original.direction)):
+        assert np.allclose(a, b, atol=1e-6)
+
+    m, written = measure_and_write(labels, tmp_path / "report", meshes=False)
+    assert m.frame.side == measured.frame.side
+    for ours, theirs in zip(m.rows, measured.rows):
+        assert ours["structure"] == theirs["structure"] and ours["region"] == theirs["region"]
+        assert ours["mean_thickness_mm"] == pytest.approx(theirs["mean_thickness_mm"], nan_ok=True)
+    assert {"html", "json", "csv"} <= set(written) and all(p.is_file() for p in written.values())
+    models, _ = show_measurements(scene, m)
+    assert [model.GetName() for model in models] == [f"{name} thickness" for name in m.plates]
+
+
+def test_a_segmentation_with_a_segment_outside_the_schema_is_refused_before_measuring():
+    from KneeAILib import mrml_adapter
+    from KneeAILib.measurements_mrml import label_map_from_segmentation
+    from KneeAILib.schema import KneeSchema
+    from KneeAILib.volume import PixelVolume
+
+    scene, schema = slicer.vtkMRMLScene(), KneeSchema.load()
+    pixels = PixelVolume.from_sitk(LabelMap.from_image(KneePhantom(spacing=(1.5, 1.5, 1.5)).image()).to_image())
+    volume = mrml_adapter.volume_node_from_pixels(scene, pixels, "knee")
+    segmentation = mrml_adapter.segmentation_from_labels(scene, pixels, schema, volume)
+    mask = np.zeros(pixels.array.shape, bool)
+    mask[:3, :3, :3] = True
+    extra = segmentation.GetSegmentation().AddEmptySegment("osteophyte", "Osteophyte")
+    mrml_adapter.set_segment_mask(segmentation, extra, mask, volume)
+    with pytest.raises(mrml_adapter.UnknownSegmentsError, match="Osteophyte"):
+        label_map_from_segmentation(segmentation, volume, schema)

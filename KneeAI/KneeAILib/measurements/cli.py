@@ -13,9 +13,7 @@ from pathlib import Path
 
 from .errors import MeasurementError
 from .labelmap import SCHEMA_CONVENTION, LabelMap
-from .longitudinal import compare_visits
-from .measure import measure_knee
-from .outputs import write_all
+from .outputs import measure_and_write
 
 
 def add_subcommands(subparsers) -> None:
@@ -32,14 +30,9 @@ def add_subcommands(subparsers) -> None:
 
 def _run_measure(args: argparse.Namespace) -> int:
     labels = LabelMap.read(args.labelmap, args.convention)
-    m = measure_knee(labels, side=args.side)
-    comparison = None
-    if args.compare:
-        labels2 = LabelMap.read(args.compare, args.convention)
-        m2 = measure_knee(labels2, side=args.side or m.frame.side)
-        comparison = compare_visits(labels, m, labels2, m2)
-    written = write_all(args.out, labels, m, comparison=comparison, meshes=not args.no_meshes,
-                        title=f"KneeAI measurements: {args.labelmap.name}")
+    second = LabelMap.read(args.compare, args.convention) if args.compare else None
+    m, written = measure_and_write(labels, args.out, side=args.side, second_visit=second, meshes=not args.no_meshes,
+                                   title=f"KneeAI measurements: {args.labelmap.name}")
     print(f"{m.frame.side} knee measured in {m.seconds:.1f} s; report: {written['html']}")
     return 0
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from .labelmap import LabelMap
-from .longitudinal import CHANGE_COLUMNS, VisitComparison
-from .measure import KneeMeasurement
+from .longitudinal import CHANGE_COLUMNS, VisitComparison, compare_visits
+from .measure import KneeMeasurement, measure_knee
 from .mesh_io import write_ply, write_stl, write_vtp
 from .regional_stats import COLUMNS
 from .report import html_report
@@ -25,6 +25,18 @@ STRUCTURES = {1: "femur", 2: "tibia", 3: "patella", 4: "fibula", 5: "femoral_car
               9: "medial_meniscus", 10: "lateral_meniscus", 20: "tibial_cartilage"}
 THICKNESS_RANGE_MM = (0.0, 4.0)
 CHANGE_RANGE_MM = (-1.0, 1.0)
+
+
+def measure_and_write(labels: LabelMap, out_dir: str | Path, *, side: str | None = None,
+                      second_visit: LabelMap | None = None, meshes: bool = True,
+                      title: str = "KneeAI knee measurements") -> tuple[KneeMeasurement, dict[str, Path]]:
+    """Measure a knee (and its change from ``second_visit``, measured as the same side) and write every
+    output to ``out_dir``: what the command line and the Slicer module both run."""
+    m = measure_knee(labels, side=side)
+    comparison = None
+    if second_visit is not None:
+        comparison = compare_visits(labels, m, second_visit, measure_knee(second_visit, side=side or m.frame.side))
+    return m, write_all(out_dir, labels, m, comparison=comparison, meshes=meshes, title=title)
 
 
 def write_all(out_dir: str | Path, labels: LabelMap, m: KneeMeasurement, *, comparison: VisitComparison | None = None,
