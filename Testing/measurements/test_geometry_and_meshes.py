@@ -93,3 +93,15 @@ def test_denuded_patches_are_enclosed_bare_bone_of_a_minimum_size():
     area = np.ones(10)
     assert not enclosed_uncovered(triangles, covered, open_end, area, min_area_mm2=2.5).any()
     assert np.flatnonzero(enclosed_uncovered(triangles, covered, open_end, area, min_area_mm2=2.0)).tolist() == [4, 5]
+
+
+def test_tibial_plate_gap_is_the_middle_of_an_empty_gap_whichever_way_the_axis_points():
+    """Two plates 14 mm apart with nothing between them: the split is the gap's centre, and mirroring
+    the axis mirrors it (the first empty bin would put it at one edge, a different one per direction)."""
+    from KneeAILib.measurements.frame import _plate_gap
+
+    rng = np.random.default_rng(3)
+    coord = np.concatenate([rng.uniform(-30.0, -7.0, 4000), rng.uniform(7.0, 28.0, 4000)])
+    split = _plate_gap(coord)
+    assert split == pytest.approx(0.0, abs=1.5)
+    assert _plate_gap(-coord) == pytest.approx(-split, abs=0.6)

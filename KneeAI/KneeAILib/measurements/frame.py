@@ -134,7 +134,20 @@ def _plate_gap(coord: np.ndarray) -> float:
     middle = (centres > lo + 0.3 * (hi - lo)) & (centres < lo + 0.7 * (hi - lo))
     if not middle.any():
         return float(np.median(coord))
-    return float(centres[middle][np.argmin(counts[middle])])
+    counts, centres = counts[middle], centres[middle]
+    # The gap is often several empty bins wide: take the middle of the widest run of the fewest voxels,
+    # not its first bin, so that a mirrored knee gets the mirrored split (argmin alone depends on the
+    # direction of the axis and moved the femoral medial/lateral boundary by half the gap).
+    lowest = counts <= counts.min() + 1e-9
+    runs, start = [], None
+    for i, low in enumerate(np.append(lowest, False)):
+        if low and start is None:
+            start = i
+        elif not low and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    first, last = max(runs, key=lambda r: (r[1] - r[0], -abs((r[0] + r[1]) / 2 - (len(counts) - 1) / 2)))
+    return float((centres[first] + centres[last]) / 2)
 
 
 def detect_side(labels: LabelMap, patient_left_like: np.ndarray, split: float, cart_kji: np.ndarray,
