@@ -24,6 +24,7 @@ from KneeAILib import annotator, measurements_mrml, mrml_adapter
 from KneeAILib.client import KneeAIClient
 from KneeAILib.jobs import JobRunner
 from KneeAILib.measurements.outputs import measure_and_write
+from KneeAILib.refinement_mrml import SceneRefinement
 from KneeAILib.schema import KneeSchema
 from KneeAILib.session import AnnotationSession, State
 from KneeAILib.training import fetch_training_progress
@@ -76,8 +77,15 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for button, handler in ((self.ui.connectButton, self.onConnect), (self.ui.nextCaseButton, self.onNextCase),
                                 (self.ui.segmentButton, self.onSegment), (self.ui.submitButton, self.onSubmit),
                                 (self.ui.trainButton, self.onTrain), (self.ui.cancelButton, self.onCancel),
-                                (self.ui.measureButton, self.onMeasure)):
+                                (self.ui.measureButton, self.onMeasure), (self.ui.updateButton, self.onUpdate),
+                                (self.ui.undoButton, self.onUndo),
+                                (self.ui.positivePointButton, lambda: self.onPlacePoint(True)),
+                                (self.ui.negativePointButton, lambda: self.onPlacePoint(False))):
             button.connect("clicked(bool)", handler)
+        for structure in self.logic.schema.structures:
+            self.ui.refineStructureComboBox.addItem(structure.name, structure.key)
+        self.ui.refineStructureComboBox.connect("currentIndexChanged(int)", lambda index: self.updateGUI())
+        self.ui.lockCheckBox.connect("toggled(bool)", self.onLock)
         self.timer = qt.QTimer()  # results of background jobs are applied here, on the main thread
         self.timer.connect("timeout()", self.onTick)
         self.timer.start(POLL_MS)
@@ -139,6 +147,20 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         qt.QSettings().setValue(SETTINGS + "measurementFolder", folder)
         self._run(_("Cannot measure the segmentation."), lambda: self.logic.measure(self._parameterNode, folder))
 
+    def onPlacePoint(self, positive):
+        self._run(_("Cannot place a point."),
+                  lambda: self.logic.placePoint(self.ui.refineStructureComboBox.currentData, positive))
+
+    def onUpdate(self):
+        self._run(_("Cannot update the segment."), lambda: self.logic.refine(self.ui.refineStructureComboBox.currentData))
+
+    def onUndo(self):
+        self._run(_("Cannot undo."), self.logic.undoRefinement)
+
+    def onLock(self, locked):
+        self._run(_("Cannot lock the segment."),
+                  lambda: self.logic.lock(self.ui.refineStructureComboBox.currentData, locked))
+
     def onCancel(self):
         self._run(_("Cannot cancel."), self.logic.cancel)
 
@@ -155,6 +177,11 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.submitButton.enabled = session.can("submitted") and not busy
         self.ui.trainButton.enabled, self.ui.cancelButton.enabled = connected, busy
         self.ui.measureButton.enabled = not busy  # measuring needs no server
+        refinement = self.logic.refinement
+        self.ui.updateButton.enabled = connected and not busy and refinement is not None
+        self.ui.undoButton.enabled = not busy and refinement is not None and len(refinement.undo_stack) > 0
+        self.ui.lockCheckBox.checked = refinement is not None and self.ui.refineStructureComboBox.currentData in \
+            refinement.locked
         self.ui.trainButton.text = _("Stop training") if progress and progress.running else _("Train")
         self.ui.modelVersionLabel.text = session.model_version or _("(not connected)")
         self.ui.trainingProgressBar.value = int(100 * progress.fraction) if progress else 0
@@ -177,7 +204,7 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
         self.changed = changed or (lambda message=None, error=False: None)
         self.session, self.runner, self.client = AnnotationSession(), JobRunner(), None
         self.caseImage = None  # the case as the server has it: a submitted label takes exactly its grid
-        self.training = self.shownVolume = self._trainingPoll = self._observed = None
+        self.training = self.shownVolume = self._trainingPoll = self._observed = self.refinement = None
         self._applying = False  # True while the Logic itself fills a segmentation (that is not an edit)
 
     def _start(self, kind, fn, *args, on_done):
@@ -230,6 +257,8 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
                 self._applying = False
             node.SetName(f"{imageId} segmentation")
             parameterNode.segmentation = node
+            self.refinement = SceneRefinement(imageId, node, volume, self.schema,
+                                              on_click_error=lambda message: self.changed(message, True))
             self.session.segmented(proposal.model_version, discard_edits=True)
             if self._observed is not node:  # any change of its voxels makes the session EDITED
                 node.AddObserver(slicer.vtkSegmentation.SourceRepresentationModified, lambda *a: self._edited())
@@ -265,6 +294,37 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
                 side=measurement.frame.side, path=written["html"])] + measurement.warnings)
 
         self._start(_("measure"), measure_and_write, labels, folder, on_done=measured)
+
+    def _refinement(self):
+        if self.refinement is None:
+            raise ValueError(_("Segment the case first: points refine the server's proposal of that case."))
+        return self.refinement
+
+    def placePoint(self, structure, positive):
+        """Slicer's place mode for one point of ``structure``'s positive (or negative) points."""
+        markups = slicer.modules.markups.logic()
+        markups.SetActiveList(self._refinement().points_node(structure, positive))
+        markups.StartPlaceMode(False)
+
+    def refine(self, structure):
+        """Update: the server refines ``structure`` around its newest point, off the main thread."""
+        refinement = self._refinement()
+        labels = refinement.export()  # MRML is read here, on the main thread
+
+        def refined(params):
+            refinement.apply(structure, labels)
+            return _("{name} updated ({method}).").format(name=self.schema.by_key[structure].name,
+                                                          method=params.get("method", "server"))
+
+        self._start(_("update"), refinement.refine, self.client, structure, labels, on_done=refined)
+
+    def undoRefinement(self):
+        structure = self._refinement().undo()
+        self.changed(_("Nothing to undo.") if structure is None else
+                     _("Undid the last update of {name}.").format(name=self.schema.by_key[structure].name))
+
+    def lock(self, structure, locked):
+        (self._refinement().locked.add if locked else self._refinement().locked.discard)(structure)
 
     def toggleTraining(self, epochs):
         stop = self.training is not None and self.training.running

@@ -1,20 +1,25 @@
 """The interactive correction in a Slicer scene: markups clicks -> Update -> that one segment.
 
-What the module's Update and Undo buttons call. The positive and negative points of a segment live in
-two markups nodes; the newest point placed is the click the Update acts on. The segmentation is
-exported to a label map (the server's grid), refined through ``refinement.refine_segment`` and only
-the refined segment is written back (``set_segment_mask``): locked and other segments are never
-touched in the scene either. Undo writes back the segment as it was before the last Update.
+What the module's point, Update, Undo and lock controls call. The positive and negative points of a
+segment live in two markups nodes (``points_node``); every point placed there is recorded as a click
+when it is placed, so the newest point is the click the Update acts on. An Update has three steps so
+the module can run the network part off the main thread: ``export`` (main thread: the segmentation
+as a label map on the server's grid), ``refine`` (any thread: ``refinement.refine_segment``, numpy and
+HTTP only) and ``apply`` (main thread: only the refined segment is written back, with
+``set_segment_mask``), so locked and other segments are never touched in the scene either. Undo
+writes back the segment as it was before the last Update.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from . import mrml_adapter
 from .refinement import ClickSet, UndoStack, refine_segment
 from .schema import KneeSchema
 from .terminology import segment_id
+from .volume import PixelVolume
 
 
 @dataclass
@@ -28,6 +33,34 @@ class SceneRefinement:
     clicks: ClickSet = field(default_factory=ClickSet)
     locked: set[str] = field(default_factory=set)
     undo_stack: UndoStack = field(default_factory=UndoStack)
+    on_click_error: Callable[[str], None] = print  # how a refused point is reported (the module shows it)
+    _points_nodes: dict = field(default_factory=dict, repr=False)
+
+    def points_node(self, structure: str, positive: bool):
+        """The markups node of ``structure``'s positive (or negative) points; each point placed in it
+        becomes a click, or is reported through ``on_click_error`` (e.g. outside the volume). A node of
+        the same name left by an earlier case is replaced: its points belong to that case."""
+        key = (structure, positive)
+        if key in self._points_nodes and self._points_nodes[key].GetScene() is not None:  # not deleted
+            return self._points_nodes[key]
+        scene = self.volume_node.GetScene()
+        name = f"KneeAI {self.schema.by_key[structure].name} {'+' if positive else '-'}"
+        earlier = scene.GetFirstNodeByName(name)
+        if earlier is not None:
+            scene.RemoveNode(earlier)  # and with it the earlier case's observer
+        node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+        node.CreateDefaultDisplayNodes()
+        if node.GetDisplayNode() is not None:
+            node.GetDisplayNode().SetSelectedColor((0.1, 0.8, 0.1) if positive else (0.9, 0.1, 0.1))
+        node.AddObserver(node.PointPositionDefinedEvent, lambda caller, event: self._placed(structure, caller, positive))
+        self._points_nodes[key] = node
+        return node
+
+    def _placed(self, structure: str, node, positive: bool) -> None:
+        try:
+            self.add_click_from_markups(structure, node, positive)
+        except ValueError as e:
+            self.on_click_error(str(e))
 
     def add_click_from_markups(self, structure: str, markups_node, positive: bool) -> tuple[int, int, int]:
         """Records the markups node's newest point as a click on ``structure`` (voxel, under transforms)."""
@@ -35,13 +68,26 @@ class SceneRefinement:
         self.clicks.add(structure, ijk, positive)
         return ijk
 
-    def update(self, client, structure: str) -> dict:
-        """Refines ``structure`` from its clicks; on any failure the scene is left as it was."""
-        export = mrml_adapter.labels_from_segmentation(self.segmentation_node, self.volume_node, self.schema)
-        labels = export.labels
-        params = refine_segment(client, self.image_id, labels, structure, self.clicks, self.locked, self.schema,
-                                self.undo_stack)
+    def export(self) -> PixelVolume:
+        """The segmentation as a schema label map on the volume's grid (main thread: reads MRML)."""
+        return mrml_adapter.labels_from_segmentation(self.segmentation_node, self.volume_node, self.schema).labels
+
+    def refine(self, client, structure: str, labels: PixelVolume) -> dict:
+        """The server's refinement merged into ``labels.array`` for ``structure`` only (any thread: no
+        MRML). Any failure raises before ``labels`` changes, and the scene is not touched here."""
+        return refine_segment(client, self.image_id, labels, structure, self.clicks, self.locked, self.schema,
+                              self.undo_stack)
+
+    def apply(self, structure: str, labels: PixelVolume) -> None:
+        """Writes the refined segment, and only it, back into the scene (main thread)."""
         self._write_segment(structure, labels.array)
+
+    def update(self, client, structure: str) -> dict:
+        """The three steps in one call: refines ``structure`` from its clicks; on any failure the scene is
+        left as it was."""
+        labels = self.export()
+        params = self.refine(client, structure, labels)
+        self.apply(structure, labels)
         return params
 
     def undo(self) -> str | None:

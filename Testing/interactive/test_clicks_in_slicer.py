@@ -86,3 +86,34 @@ def test_markup_click_under_transforms_refines_the_right_voxels_of_that_segment_
     with pytest.raises(ValueError, match="outside the volume"):
         session.add_click_from_markups(CARTILAGE, positive, True)
     assert len(session.clicks.of(CARTILAGE)) == 1
+
+
+def test_points_placed_in_a_segments_markups_node_become_its_clicks_and_a_new_case_starts_clean(scene, schema):
+    """What the module's + / - point buttons rely on: every point placed is recorded as a click when it
+    is placed (newest last), one outside the volume is reported and not recorded, and the next case's
+    refinement replaces the earlier case's point nodes (their points meant the earlier image)."""
+    volume = PixelVolume(np.zeros((20, 30, 40), np.int16), (0.5, 0.5, 1.0), (3.0, -4.0, 5.0),
+                         (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "knee")
+    segmentation = mrml_adapter.segmentation_from_labels(scene, volume.with_array(np.zeros((20, 30, 40), np.uint8)),
+                                                         schema, volume_node)
+    errors: list[str] = []
+    session = SceneRefinement("case_a", segmentation, volume_node, schema, on_click_error=errors.append)
+    plus, minus = session.points_node(CARTILAGE, True), session.points_node(CARTILAGE, False)
+    assert session.points_node(CARTILAGE, True) is plus and plus is not minus
+
+    def world(ijk):
+        return vtk.vtkVector3d(*(volume.ijk_to_ras() @ np.array([*ijk, 1.0]))[:3])
+
+    plus.AddControlPointWorld(world((10, 12, 7)))
+    minus.AddControlPointWorld(world((30, 20, 15)))
+    plus.AddControlPointWorld(world((-8, 12, 7)))  # outside the image: refused with a message
+    assert session.clicks.of(CARTILAGE) == [((10, 12, 7), True), ((30, 20, 15), False)]
+    assert len(errors) == 1 and "outside the volume" in errors[0]
+
+    following = SceneRefinement("case_b", segmentation, volume_node, schema, on_click_error=errors.append)
+    renewed = following.points_node(CARTILAGE, True)
+    assert plus.GetScene() is None and renewed.GetNumberOfControlPoints() == 0
+    renewed.AddControlPointWorld(world((1, 2, 3)))
+    assert following.clicks.of(CARTILAGE) == [((1, 2, 3), True)]
+    assert len(session.clicks.of(CARTILAGE)) == 2  # the earlier case's session heard nothing
