@@ -121,7 +121,7 @@ def test_cli_writes_every_output(tmp_path):
 
 
 def test_one_voxel_thin_plate_is_not_reported_as_denuded():
-    # 0.5 mm medial plate = one voxel: too thin for the 1 mm-smoothed surfaces, but not bare bone
+    # 0.5 mm medial plate = one voxel: too thin for the smoothed surfaces (< ~0.7 mm), but not bare bone
     m = measure_knee(LabelMap.from_image(KneePhantom(medial_thickness=0.5).image()))
     medial = m.row("medial_tibial_cartilage")
     assert medial["dab_mm2"] == 0.0

@@ -13,6 +13,9 @@ CASES = [
     ShellPhantom("sphere", radius=20.0, thickness=2.0),
     ShellPhantom("sphere", radius=15.0, thickness=1.2, rotation_deg=(20, 10, 35)),
     ShellPhantom("sphere", radius=25.0, thickness=3.0, spacing=(0.7, 0.36, 0.36), rotation_deg=(0, 0, 45)),
+    # Worst case for binary voxels: a cylinder lying almost along an image axis repeats the same 0.7 mm
+    # staircase in every slice, so its flat top is ~5 mm wide steps (p95 0.14 mm, BENCHMARKS.md).
+    ShellPhantom("cylinder", radius=15.0, thickness=2.5, rotation_deg=(5, 30, 0)),
 ]
 
 
@@ -31,14 +34,6 @@ def test_shell_thickness_meets_accuracy_targets(phantom):
     assert len(err) > 1000
     assert abs(err.mean()) <= 0.05, f"mean error {err.mean():+.3f} mm"
     assert np.percentile(np.abs(err), 95) <= 0.15, f"p95 |error| {np.percentile(np.abs(err), 95):.3f} mm"
-
-
-def test_cylinder_aligned_with_an_image_axis_is_unbiased():
-    # Worst case for binary voxels: the same 0.7 mm staircase in every slice along the cylinder, so
-    # smoothing cannot average it out; the mean stays right (the 95th percentile is ~0.2 mm here,
-    # see BENCHMARKS.md (Measurements)).
-    err = _errors(ShellPhantom("cylinder", radius=15.0, thickness=2.5, rotation_deg=(5, 30, 0)))
-    assert abs(err.mean()) <= 0.05
 
 
 def test_thickness_does_not_depend_on_the_image_axes():

@@ -2,7 +2,7 @@
 
 Names follow the OAI nomenclature (Eckstein et al. 2006): cAB = bone area covered by cartilage,
 dAB = denuded (bare) area inside the plate, tAB = cAB + dAB; thin = bone under cartilage too thin
-(< ~0.5 mm) for the 1 mm-smoothed surfaces to measure, counted in neither. Thickness statistics are area-weighted
+(< ~0.7 mm) for the smoothed surfaces to measure, counted in neither. Thickness statistics are area-weighted
 over cAB (each bone-surface vertex carries its share of the surface), in mm; ``mean_thickness_tab``
 counts dAB as zero thickness (ThCtAB, the OAI's usual regional mean).
 """

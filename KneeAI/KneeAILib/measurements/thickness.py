@@ -2,7 +2,7 @@
 
 Method (why it suits plates only 2-4 voxels thick on anisotropic voxels):
 1. Anti-aliased surfaces. The bone indicator and the "solid" indicator (bone + this cartilage) are
-   each smoothed with a small isotropic Gaussian (sigma 1 mm, see SMOOTHING_SIGMA_MM) and
+   each smoothed with a small isotropic Gaussian (sigma 1.4 mm, see SMOOTHING_SIGMA_MM) and
    resampled to an isotropic supersampled grid in physical space. Their 0.5 level sets are the bone
    surface and the cartilage's outer surface; staircase steps of 0.7 mm slices largely cancel,
    and because each indicator is a *solid* (not the thin plate itself), smoothing does not erode
@@ -31,12 +31,20 @@ from .surface_nets import surface_nets, vertex_areas
 # Gaussian sigma (mm, isotropic) for the bone and solid indicators. Chosen on the phantoms and the
 # real maps (BENCHMARKS.md (Measurements)): per-axis sigmas of 0.6-1.5 voxels left 0.7 mm staircase
 # ripple and made results depend on how the grid is oriented (rotating a real map moved regional
-# means by up to 3.7 %); one isotropic sigma of 1.0 mm meets the phantom targets and moves them by
-# < 1 %. Bone and solid are smoothed separately, so thin plates are not eroded. Coarse images get at
-# least SMOOTHING_FRACTION voxels (geometric mean spacing).
-SMOOTHING_SIGMA_MM = 1.0
+# means by up to 3.7 %). One isotropic sigma: 1.0 mm left a 0.20 mm p95 error on a cylinder lying
+# along an image axis (its flat top spans ~5 mm wide steps of the 0.7 mm slices, wider than the
+# smoothing); 1.4 mm brings that to 0.14 mm, keeps every sphere's p95 <= 0.07 mm (curvature bias of
+# the two surfaces cancels in their difference) and moves rotated real maps by < 1 %. Bone and solid
+# are smoothed separately, so thin plates are not eroded. Coarse images get at least
+# SMOOTHING_FRACTION voxels (geometric mean spacing).
+SMOOTHING_SIGMA_MM = 1.4
 SMOOTHING_FRACTION = 1.5
 # A bone-surface point counts as covered when the smoothed cartilage indicator there is at least this.
+# For a flat plate of thickness t that indicator is erf(t / (sigma sqrt 2)) / 2, so with sigma 1.4 mm
+# cartilage from ~0.73 mm up is measured; thinner cartilage is "thin" (neither covered nor bare). A
+# lower threshold (keeping 0.52 mm) was tried: it shrank a 50 mm^2 full-thickness hole to 31 mm^2,
+# because the smoothing spills cartilage into the hole's edge, where the indicator is about half the
+# plate's value (~0.2): this threshold is what finds denuded bone at its true size.
 COVERED_THRESHOLD = 0.2
 # Light smoothing (fraction of the geometric-mean voxel size) for the thin-cartilage test, and how far
 # outside the bone surface (mm) that test looks for cartilage.
@@ -130,7 +138,7 @@ def plate_thickness(labels: LabelMap, cartilage_value: int, bone_value: int, *, 
     verts_mm = _grid_to_mm(verts, grid_origin, labels.direction, h)
     area = vertex_areas(verts_mm, tris)
     covered = _interp(s - b, verts) >= COVERED_THRESHOLD
-    # Cartilage thinner than the 1 mm smoothing can resolve (< ~0.5 mm) is not "covered", but it is
+    # Cartilage thinner than ~0.7 mm (see COVERED_THRESHOLD) is not "covered", but it is
     # not bare bone either: look just outside the bone surface in the lightly smoothed label.
     thin = ~covered & _thin_cartilage(b, c_light, verts, h)
     thickness = np.full(len(verts), np.nan)
