@@ -233,7 +233,7 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
             if case is None:
                 return _("No case left to label.")
             self.session.load_case(case.image_id, discard_edits=True)  # the Widget asked before starting
-            self.caseImage = case.image
+            self.caseImage, self.refinement = case.image, None  # points refine a proposal of this case
             volume = mrml_adapter.volume_node_from_pixels(slicer.mrmlScene, case.image, case.image_id)
             volume.SetAttribute(IMAGE_ID_ATTRIBUTE, case.image_id)
             parameterNode.inputVolume = self.shownVolume = volume
