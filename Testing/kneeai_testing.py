@@ -74,14 +74,15 @@ class ServerPool:
         self.scratch = scratch
         self.processes: list[subprocess.Popen] = []
 
-    def start(self, studies: Path, model_dir: Path, conf: dict[str, str] | None = None) -> str:
+    def start(self, studies: Path, model_dir: Path, conf: dict[str, str] | None = None,
+              env: dict[str, str] | None = None) -> str:
         port = free_port()
         conf = {"model_dir": str(model_dir), **TINY_MODEL_CONF, **(conf or {})}
         command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
                    "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port)]
         for key, value in conf.items():
             command += ["--conf", key, value]
-        env = dict(os.environ)
+        env = {**os.environ, **(env or {})}
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["MONAI_LABEL_SESSION_PATH"] = str(self.scratch / "sessions")
         env["PYTHONUNBUFFERED"] = "1"
