@@ -33,6 +33,18 @@ def label_map_from_segmentation(segmentation_node, volume_node, schema: KneeSche
     return LabelMap.from_image(export.labels.to_sitk(), schema=schema)
 
 
+def _remove_earlier(scene, name: str) -> None:
+    """Removes nodes called ``name`` with their display nodes: measuring again replaces the earlier
+    result instead of stacking a second copy under the same name."""
+    node = scene.GetFirstNodeByName(name)
+    while node is not None:
+        if node.IsA("vtkMRMLDisplayableNode"):
+            for display in [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]:
+                scene.RemoveNode(display)
+        scene.RemoveNode(node)
+        node = scene.GetFirstNodeByName(name)
+
+
 def thickness_color_node(scene, name: str = "KneeAI cartilage thickness") -> "slicer.vtkMRMLColorTableNode":
     """A 256-entry viridis colour table (the report's colours), added once per scene."""
     existing = scene.GetFirstNodeByName(name)
@@ -50,7 +62,8 @@ def thickness_color_node(scene, name: str = "KneeAI cartilage thickness") -> "sl
 
 def show_plate_thickness(scene, plate: PlateResult, name: str | None = None,
                          value_range: tuple[float, float] = THICKNESS_RANGE_MM) -> "slicer.vtkMRMLModelNode":
-    """A model node of the bone surface under one plate, coloured by thickness (mm), with a colour bar."""
+    """A model node of the bone surface under one plate, coloured by thickness (mm), with a colour bar
+    (replacing an earlier one of the same name)."""
     t = plate.thickness
     poly = vtk.vtkPolyData()
     points = vtk.vtkPoints()
@@ -69,7 +82,9 @@ def show_plate_thickness(scene, plate: PlateResult, name: str | None = None,
         poly.GetPointData().AddArray(arr)
     poly.GetPointData().SetActiveScalars("thickness_mm")
 
-    model = scene.AddNewNodeByClass("vtkMRMLModelNode", name or f"{t.structure} thickness")
+    name = name or f"{t.structure} thickness"
+    _remove_earlier(scene, name)
+    model = scene.AddNewNodeByClass("vtkMRMLModelNode", name)
     model.SetAndObservePolyData(poly)
     display = scene.AddNewNodeByClass("vtkMRMLModelDisplayNode")
     model.SetAndObserveDisplayNodeID(display.GetID())
@@ -90,6 +105,7 @@ def show_plate_thickness(scene, plate: PlateResult, name: str | None = None,
 
 def regional_table(scene, m: KneeMeasurement, name: str = "KneeAI regional cartilage") -> "slicer.vtkMRMLTableNode":
     """A table node with one row per structure and subregion, every column of the CSV export."""
+    _remove_earlier(scene, name)
     table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     table = table_node.GetTable()
     for column in COLUMNS:

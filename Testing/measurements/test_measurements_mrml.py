@@ -101,3 +101,16 @@ def test_a_segmentation_with_a_segment_outside_the_schema_is_refused_before_meas
     mrml_adapter.set_segment_mask(segmentation, extra, mask, volume)
     with pytest.raises(mrml_adapter.UnknownSegmentsError, match="Osteophyte"):
         label_map_from_segmentation(segmentation, volume, schema)
+
+
+def test_measuring_again_replaces_the_earlier_models_and_table(measured):
+    scene = slicer.vtkMRMLScene()
+    show_measurements(scene, measured)
+    counts = {cls: scene.GetNumberOfNodesByClass(cls) for cls in
+              ("vtkMRMLModelNode", "vtkMRMLModelDisplayNode", "vtkMRMLColorLegendDisplayNode", "vtkMRMLTableNode")}
+    assert counts == {"vtkMRMLModelNode": 4, "vtkMRMLModelDisplayNode": 4, "vtkMRMLColorLegendDisplayNode": 4,
+                      "vtkMRMLTableNode": 1}
+    models, table = show_measurements(scene, measured)
+    assert {cls: scene.GetNumberOfNodesByClass(cls) for cls in counts} == counts
+    assert all(scene.GetFirstNodeByName(model.GetName()) is model for model in models)
+    assert scene.GetFirstNodeByName(table.GetName()) is table
