@@ -152,7 +152,8 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                   lambda: self.logic.placePoint(self.ui.refineStructureComboBox.currentData, positive))
 
     def onUpdate(self):
-        self._run(_("Cannot update the segment."), lambda: self.logic.refine(self.ui.refineStructureComboBox.currentData))
+        self._run(_("Cannot update the segment."),
+                  lambda: self.logic.refine(self.ui.refineStructureComboBox.currentData))
 
     def onUndo(self):
         self._run(_("Cannot undo."), self.logic.undoRefinement)

@@ -52,7 +52,8 @@ class SceneRefinement:
         node.CreateDefaultDisplayNodes()
         if node.GetDisplayNode() is not None:
             node.GetDisplayNode().SetSelectedColor((0.1, 0.8, 0.1) if positive else (0.9, 0.1, 0.1))
-        node.AddObserver(node.PointPositionDefinedEvent, lambda caller, event: self._placed(structure, caller, positive))
+        node.AddObserver(node.PointPositionDefinedEvent,
+                         lambda caller, event: self._placed(structure, caller, positive))
         self._points_nodes[key] = node
         return node
 

@@ -138,16 +138,12 @@ def _plate_gap(coord: np.ndarray) -> float:
     # The gap is often several empty bins wide: take the middle of the widest run of the fewest voxels,
     # not its first bin, so that a mirrored knee gets the mirrored split (argmin alone depends on the
     # direction of the axis and moved the femoral medial/lateral boundary by half the gap).
-    lowest = counts <= counts.min() + 1e-9
-    runs, start = [], None
-    for i, low in enumerate(np.append(lowest, False)):
-        if low and start is None:
-            start = i
-        elif not low and start is not None:
-            runs.append((start, i - 1))
-            start = None
-    first, last = max(runs, key=lambda r: (r[1] - r[0], -abs((r[0] + r[1]) / 2 - (len(counts) - 1) / 2)))
-    return float((centres[first] + centres[last]) / 2)
+    edges = np.diff(np.concatenate([[0], (counts <= counts.min() + 1e-9).astype(int), [0]]))
+    firsts, lasts = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1  # runs of the fewest
+    middle_bin = (len(counts) - 1) / 2
+    widest = max(range(len(firsts)),
+                 key=lambda r: (lasts[r] - firsts[r], -abs((firsts[r] + lasts[r]) / 2 - middle_bin)))
+    return float((centres[firsts[widest]] + centres[lasts[widest]]) / 2)
 
 
 def detect_side(labels: LabelMap, patient_left_like: np.ndarray, split: float, cart_kji: np.ndarray,
