@@ -52,6 +52,7 @@ class KneeAI(ScriptedLoadableModule):
 class KneeAIParameterNode:
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     segmentation: slicer.vtkMRMLSegmentationNode
+    secondVisit: slicer.vtkMRMLSegmentationNode  # the same knee at another visit, for thickness change
     strategy: Annotated[str, Choice(["random", "knee_uncertainty"])] = "random"  # the server's strategies
     epochs: Annotated[int, WithinRange(1, 1000)] = 20
 
@@ -282,19 +283,22 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
                     self.caseImage, self.schema, on_done=lambda result: self.session.submitted())
 
     def measure(self, parameterNode, folder):
-        """Thickness maps on the 3D bones, the regional table node, and every file of the report in ``folder``."""
+        """Thickness maps on the 3D bones, the regional table node, and every file of the report in ``folder``;
+        with a second visit's segmentation also the change per subregion and on the bones."""
         if parameterNode.segmentation is None or parameterNode.inputVolume is None:
             raise ValueError(_("Choose the volume and the segmentation to measure."))
         labels = measurements_mrml.label_map_from_segmentation(parameterNode.segmentation, parameterNode.inputVolume,
                                                                self.schema)  # MRML is read here, on the main thread
+        second = (measurements_mrml.label_map_of_segmentation(parameterNode.secondVisit, self.schema)
+                  if parameterNode.secondVisit else None)
 
         def measured(result):
-            measurement, written = result
-            measurements_mrml.show_measurements(slicer.mrmlScene, measurement)
+            measurement, comparison, written = result
+            measurements_mrml.show_measurements(slicer.mrmlScene, measurement, comparison)
             return "\n".join([_("{side} knee measured; report: {path}").format(
                 side=measurement.frame.side, path=written["html"])] + measurement.warnings)
 
-        self._start(_("measure"), measure_and_write, labels, folder, on_done=measured)
+        self._start(_("measure"), lambda: measure_and_write(labels, folder, second_visit=second), on_done=measured)
 
     def _refinement(self):
         if self.refinement is None:

@@ -14,6 +14,7 @@ from vtk.util import numpy_support
 import slicer
 
 from KneeAILib.measurements.labelmap import LabelMap
+from KneeAILib.measurements.longitudinal import CHANGE_COLUMNS, VisitComparison
 from KneeAILib.measurements.measure import KneeMeasurement, PlateResult
 from KneeAILib.measurements.regional_stats import COLUMNS
 from KneeAILib.measurements.thickness_map_image import colormap
@@ -31,6 +32,16 @@ def label_map_from_segmentation(segmentation_node, volume_node, schema: KneeSche
     Segments that are not in the schema, or that overlap, raise the adapter's clear errors."""
     export = require_known_segments(labels_from_segmentation(segmentation_node, volume_node, schema))
     return LabelMap.from_image(export.labels.to_sitk(), schema=schema)
+
+
+def label_map_of_segmentation(segmentation_node, schema: KneeSchema) -> LabelMap:
+    """``label_map_from_segmentation`` on the volume the segmentation was made on (its reference
+    geometry), e.g. a second visit's segmentation that has its own image."""
+    volume_node = segmentation_node.GetNodeReference(segmentation_node.GetReferenceImageGeometryReferenceRole())
+    if volume_node is None:
+        raise ValueError(f"'{segmentation_node.GetName()}' has no reference volume: create it on its visit's "
+                         "image (Segment Editor, or KneeAI's Segment) so its voxels have a geometry")
+    return label_map_from_segmentation(segmentation_node, volume_node, schema)
 
 
 def _remove_earlier(scene, name: str) -> None:
@@ -61,9 +72,12 @@ def thickness_color_node(scene, name: str = "KneeAI cartilage thickness") -> "sl
 
 
 def show_plate_thickness(scene, plate: PlateResult, name: str | None = None,
-                         value_range: tuple[float, float] = THICKNESS_RANGE_MM) -> "slicer.vtkMRMLModelNode":
+                         value_range: tuple[float, float] = THICKNESS_RANGE_MM,
+                         change: np.ndarray | None = None) -> "slicer.vtkMRMLModelNode":
     """A model node of the bone surface under one plate, coloured by thickness (mm), with a colour bar
-    (replacing an earlier one of the same name)."""
+    (replacing an earlier one of the same name). ``change``: the two-visit thickness change (mm) per
+    vertex, added as the point array "thickness_change_mm" (NaN where the visits do not match) to
+    colour by in the Models module."""
     t = plate.thickness
     poly = vtk.vtkPolyData()
     points = vtk.vtkPoints()
@@ -74,9 +88,11 @@ def show_plate_thickness(scene, plate: PlateResult, name: str | None = None,
     polys = vtk.vtkCellArray()
     polys.ImportLegacyFormat(numpy_support.numpy_to_vtkIdTypeArray(cells, deep=True))
     poly.SetPolys(polys)
-    for array_name, values in (("thickness_mm", np.where(t.covered, t.thickness, 0.0)),
-                               ("in_plate", plate.in_plate.astype(float)),
-                               ("denuded", plate.denuded.astype(float))):
+    arrays = [("thickness_mm", np.where(t.covered, t.thickness, 0.0)), ("in_plate", plate.in_plate.astype(float)),
+              ("denuded", plate.denuded.astype(float))]
+    if change is not None:
+        arrays.append(("thickness_change_mm", change))
+    for array_name, values in arrays:
         arr = numpy_support.numpy_to_vtk(np.ascontiguousarray(values, dtype=np.float32), deep=True)
         arr.SetName(array_name)
         poly.GetPointData().AddArray(arr)
@@ -105,19 +121,23 @@ def show_plate_thickness(scene, plate: PlateResult, name: str | None = None,
 
 def regional_table(scene, m: KneeMeasurement, name: str = "KneeAI regional cartilage") -> "slicer.vtkMRMLTableNode":
     """A table node with one row per structure and subregion, every column of the CSV export."""
+    return _table(scene, m.rows, COLUMNS, name)
+
+
+def _table(scene, rows: list[dict], columns: list[str], name: str) -> "slicer.vtkMRMLTableNode":
     _remove_earlier(scene, name)
     table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     table = table_node.GetTable()
-    for column in COLUMNS:
+    for column in columns:
         arr = vtk.vtkStringArray() if column in ("structure", "region") else vtk.vtkDoubleArray()
         arr.SetName(column)
         table.AddColumn(arr)
-    table.SetNumberOfRows(len(m.rows))
-    for i, row in enumerate(m.rows):
-        for j, column in enumerate(COLUMNS):
+    table.SetNumberOfRows(len(rows))
+    for i, row in enumerate(rows):
+        for j, column in enumerate(columns):
             value = row[column]
             table.SetValue(i, j, vtk.vtkVariant(value if isinstance(value, str) else float(value)))
-    for column in COLUMNS:
+    for column in columns:
         unit = "mm" if column.endswith("_mm") else "mm2" if column.endswith("_mm2") else \
             "mm3" if column.endswith("_mm3") else "%" if column.endswith("percent") else ""
         if unit:
@@ -126,7 +146,14 @@ def regional_table(scene, m: KneeMeasurement, name: str = "KneeAI regional carti
     return table_node
 
 
-def show_measurements(scene, m: KneeMeasurement) -> tuple[list, "slicer.vtkMRMLTableNode"]:
-    """Every plate's thickness model plus the regional table; returns (model nodes, table node)."""
-    models = [show_plate_thickness(scene, plate, f"{name} thickness") for name, plate in m.plates.items()]
+def show_measurements(scene, m: KneeMeasurement, comparison: VisitComparison | None = None,
+                      ) -> tuple[list, "slicer.vtkMRMLTableNode"]:
+    """Every plate's thickness model plus the regional table; returns (model nodes, table node). With a
+    second visit's ``comparison`` the models also carry the change map and a table node "KneeAI thickness
+    change" holds the change per structure and subregion."""
+    changes = comparison.change_maps if comparison is not None else {}
+    models = [show_plate_thickness(scene, plate, f"{name} thickness", change=changes.get(name))
+              for name, plate in m.plates.items()]
+    if comparison is not None:
+        _table(scene, comparison.rows, CHANGE_COLUMNS, "KneeAI thickness change")
     return models, regional_table(scene, m)

@@ -75,7 +75,8 @@ def test_measuring_a_slicer_segmentation_gives_the_label_maps_numbers_and_every_
                  (labels.direction, original.direction)):
         assert np.allclose(a, b, atol=1e-6)
 
-    m, written = measure_and_write(labels, tmp_path / "report", meshes=False)
+    m, comparison, written = measure_and_write(labels, tmp_path / "report", meshes=False)
+    assert comparison is None
     assert m.frame.side == measured.frame.side
     for ours, theirs in zip(m.rows, measured.rows):
         assert ours["structure"] == theirs["structure"] and ours["region"] == theirs["region"]
@@ -114,3 +115,42 @@ def test_measuring_again_replaces_the_earlier_models_and_table(measured):
     assert {cls: scene.GetNumberOfNodesByClass(cls) for cls in counts} == counts
     assert all(scene.GetFirstNodeByName(model.GetName()) is model for model in models)
     assert scene.GetFirstNodeByName(table.GetName()) is table
+
+
+def test_a_second_visit_segmentation_on_its_own_image_gives_the_change_in_the_scene(tmp_path):
+    """The module's "Second visit": a segmentation made on its own (moved) image is read on that image's
+    grid, both visits are measured and aligned, and the models and a change table show the change."""
+    from KneeAILib import mrml_adapter
+    from KneeAILib.measurements.outputs import measure_and_write
+    from KneeAILib.measurements_mrml import label_map_from_segmentation, label_map_of_segmentation
+    from KneeAILib.schema import KneeSchema
+    from KneeAILib.volume import PixelVolume
+
+    scene, schema = slicer.vtkMRMLScene(), KneeSchema.load()
+    nodes = []
+    moved = KneePhantom(medial_thickness=1.5, rotation_deg=(5, -4, 8), shift_mm=(2.0, -3.0, 1.5))
+    for phantom in (KneePhantom(), moved):
+        pixels = PixelVolume.from_sitk(phantom.image())
+        volume = mrml_adapter.volume_node_from_pixels(scene, pixels, "visit")
+        nodes.append((mrml_adapter.segmentation_from_labels(scene, pixels, schema, volume), volume))
+    (first, first_volume), (second, _) = nodes
+    m, comparison, written = measure_and_write(label_map_from_segmentation(first, first_volume, schema),
+                                               tmp_path, second_visit=label_map_of_segmentation(second, schema),
+                                               meshes=False)
+    assert comparison.row("medial_tibial_cartilage")["change_mm"] == pytest.approx(-0.5, abs=0.12)
+    assert abs(comparison.row("lateral_tibial_cartilage")["change_mm"]) < 0.05
+    assert "change_csv" in written and written["change_csv"].is_file()
+
+    models, _ = show_measurements(scene, m, comparison)
+    medial = next(model for model in models if model.GetName() == "medial_tibial_cartilage thickness")
+    arr = medial.GetPolyData().GetPointData().GetArray("thickness_change_mm")
+    values = np.array([arr.GetValue(i) for i in range(arr.GetNumberOfTuples())])
+    in_plate = m.plates["medial_tibial_cartilage"].in_plate
+    assert np.nanmedian(values[in_plate]) == pytest.approx(-0.5, abs=0.12)
+    change_table = scene.GetFirstNodeByName("KneeAI thickness change")
+    assert change_table.GetTable().GetNumberOfRows() == len(comparison.rows)
+    assert change_table.GetColumnUnitLabel("change_mm") == "mm"
+
+    orphan = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "no image")
+    with pytest.raises(ValueError, match="no reference volume"):
+        label_map_of_segmentation(orphan, schema)

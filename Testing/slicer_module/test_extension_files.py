@@ -105,7 +105,7 @@ def test_ui_has_every_widget_the_module_uses_and_binds_the_parameter_node():
 
 def test_module_file_is_thin_and_handlers_show_errors():
     source = (MODULE / "KneeAI.py").read_text()
-    assert len(source.splitlines()) <= 425  # the in-Slicer self-test takes ~75 lines, measuring ~20, points ~60
+    assert len(source.splitlines()) <= 430  # the in-Slicer self-test takes ~75 lines, measuring ~25, points ~60
     tree = ast.parse(source)
     widget = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "KneeAIWidget")
     handlers = [f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name.startswith("on")]

@@ -31,8 +31,8 @@ def add_subcommands(subparsers) -> None:
 def _run_measure(args: argparse.Namespace) -> int:
     labels = LabelMap.read(args.labelmap, args.convention)
     second = LabelMap.read(args.compare, args.convention) if args.compare else None
-    m, written = measure_and_write(labels, args.out, side=args.side, second_visit=second, meshes=not args.no_meshes,
-                                   title=f"KneeAI measurements: {args.labelmap.name}")
+    m, _, written = measure_and_write(labels, args.out, side=args.side, second_visit=second,
+                                      meshes=not args.no_meshes, title=f"KneeAI measurements: {args.labelmap.name}")
     print(f"{m.frame.side} knee measured in {m.seconds:.1f} s; report: {written['html']}")
     return 0
 

@@ -29,14 +29,16 @@ CHANGE_RANGE_MM = (-1.0, 1.0)
 
 def measure_and_write(labels: LabelMap, out_dir: str | Path, *, side: str | None = None,
                       second_visit: LabelMap | None = None, meshes: bool = True,
-                      title: str = "KneeAI knee measurements") -> tuple[KneeMeasurement, dict[str, Path]]:
-    """Measure a knee (and its change from ``second_visit``, measured as the same side) and write every
-    output to ``out_dir``: what the command line and the Slicer module both run."""
+                      title: str = "KneeAI knee measurements",
+                      ) -> tuple[KneeMeasurement, VisitComparison | None, dict[str, Path]]:
+    """Measure a knee (and its change at ``second_visit``, measured as the same side) and write every
+    output to ``out_dir``: what the command line and the Slicer module both run. Returns the
+    measurement, the comparison (None without a second visit) and the files written."""
     m = measure_knee(labels, side=side)
     comparison = None
     if second_visit is not None:
         comparison = compare_visits(labels, m, second_visit, measure_knee(second_visit, side=side or m.frame.side))
-    return m, write_all(out_dir, labels, m, comparison=comparison, meshes=meshes, title=title)
+    return m, comparison, write_all(out_dir, labels, m, comparison=comparison, meshes=meshes, title=title)
 
 
 def write_all(out_dir: str | Path, labels: LabelMap, m: KneeMeasurement, *, comparison: VisitComparison | None = None,
