@@ -72,6 +72,10 @@ class UndoStack:
     def __len__(self) -> int:
         return len(self._edits)
 
+    @property
+    def last(self) -> Edit | None:
+        return self._edits[-1] if self._edits else None
+
     def undo(self, labels: np.ndarray) -> Edit | None:
         """Restores, in place, the voxels of the last refinement; returns its record (None: nothing to undo)."""
         if not self._edits:

@@ -5,9 +5,9 @@ segment live in two markups nodes (``points_node``); every point placed there is
 when it is placed, so the newest point is the click the Update acts on. An Update has three steps so
 the module can run the network part off the main thread: ``export`` (main thread: the segmentation
 as a label map on the server's grid), ``refine`` (any thread: ``refinement.refine_segment``, numpy and
-HTTP only) and ``apply`` (main thread: only the refined segment is written back, with
-``set_segment_mask``), so locked and other segments are never touched in the scene either. Undo
-writes back the segment as it was before the last Update.
+HTTP only) and ``apply`` (main thread: only the voxels the refinement changed are written, into that
+segment alone, with ``set_segment_mask``), so locked and other segments are never touched in the scene
+either. Undo writes back the segment as it was before the last Update.
 """
 
 from __future__ import annotations
@@ -80,8 +80,14 @@ class SceneRefinement:
                               self.undo_stack)
 
     def apply(self, structure: str, labels: PixelVolume) -> None:
-        """Writes the refined segment, and only it, back into the scene (main thread)."""
-        self._write_segment(structure, labels.array)
+        """Writes what the last ``refine`` changed (the voxels of its undo record) into that segment, and
+        only it, as the segment is NOW (main thread): a Segment Editor stroke made on it while the server
+        worked is kept, not overwritten by the snapshot ``export`` took."""
+        item = self.schema.by_key[structure]
+        changed = self.undo_stack.last.indices
+        mask = mrml_adapter.segment_mask(self.segmentation_node, segment_id(item), self.volume_node)
+        mask.reshape(-1)[changed] = labels.array.reshape(-1)[changed] == item.value
+        mrml_adapter.set_segment_mask(self.segmentation_node, segment_id(item), mask, self.volume_node)
 
     def update(self, client, structure: str) -> dict:
         """The three steps in one call: refines ``structure`` from its clicks; on any failure the scene is

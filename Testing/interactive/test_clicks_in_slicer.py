@@ -117,3 +117,33 @@ def test_points_placed_in_a_segments_markups_node_become_its_clicks_and_a_new_ca
     renewed.AddControlPointWorld(world((1, 2, 3)))
     assert following.clicks.of(CARTILAGE) == [((1, 2, 3), True)]
     assert len(session.clicks.of(CARTILAGE)) == 2  # the earlier case's session heard nothing
+
+
+def test_a_stroke_made_while_the_server_works_is_kept_by_the_update(scene, schema, client, phantom_case):
+    """The module exports, refines off the main thread, then applies: the annotator may paint the same
+    segment in between. Only the voxels the refinement changed are written, so the stroke stays."""
+    image_id, image, truth = phantom_case
+    value = schema.by_key[CARTILAGE].value
+    labels = truth.copy()
+    labels[truth == value] = 0
+    voxels = np.argwhere(truth == value)
+    k, j, i = voxels[len(voxels) // 2]
+    volume = PixelVolume.from_sitk(image)
+    volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "knee")
+    segmentation = mrml_adapter.segmentation_from_labels(scene, volume.with_array(labels), schema, volume_node)
+    session = SceneRefinement(image_id, segmentation, volume_node, schema)
+    session.clicks.add(CARTILAGE, (int(i), int(j), int(k)), True)
+
+    snapshot = session.export()
+    params = session.refine(client, CARTILAGE, snapshot)
+    stroke = np.zeros(truth.shape, bool)
+    stroke[1:3, 1:3, 1:3] = True  # a corner far from the click, painted while the server worked
+    assert not (labels[stroke] != 0).any()
+    mrml_adapter.set_segment_mask(segmentation, CARTILAGE, stroke, volume_node)
+    session.apply(CARTILAGE, snapshot)
+
+    after = mrml_adapter.labels_from_segmentation(segmentation, volume_node, schema).labels.array
+    assert (after[stroke] == value).all(), "the stroke made during the Update was overwritten"
+    added = (after == value) & ~stroke
+    assert added[k, j, i] and params["method"] == "random_walker"
+    np.testing.assert_array_equal(added, snapshot.array == value)  # exactly the refinement's voxels
