@@ -33,7 +33,7 @@ def html_report(m: KneeMeasurement, pictures: dict[str, Path], comparison: Visit
              "Thickness: Laplace field lines between the bone surface and the cartilage surface, at every "
              "point of the bone surface; statistics are area-weighted over the covered bone (cAB); "
              "'mean over tAB' counts denuded bone as zero. Denuded area is counted where bare bone is "
-             "enclosed by the plate; bone under cartilage thinner than about 0.5 mm is listed separately "
+             "enclosed by the plate; bone under cartilage thinner than about 0.7 mm is listed separately "
              "(too thin to measure) and counted as neither covered nor denuded.</p>"]
     for w in m.warnings:
         parts.append(f"<p><b>Note:</b> {html.escape(w)}</p>")
