@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,27 @@ TINY_MODEL_CONF = {
     "fine_patch": "48,48,48",
     "max_roi_mm": "100",
 }
+
+
+def rotation(axis: str, degrees: float) -> np.ndarray:
+    """3x3 rotation about patient axis "x", "y" or "z"."""
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    return {"x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]),
+            "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+            "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
+
+
+def linear_transform_node(scene, matrix: np.ndarray):
+    """A vtkMRMLLinearTransformNode whose to-parent matrix is the 4x4 ``matrix`` (needs slicer-core)."""
+    import vtk
+
+    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    m = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            m.SetElement(r, c, matrix[r, c])
+    node.SetMatrixTransformToParent(m)
+    return node
 
 
 def require(path: Path) -> Path:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from KneeAILib.volume import PixelVolume
+from kneeai_testing import linear_transform_node, rotation
 from lib.interactive.clicks import largest_error_click
 
 vtk = pytest.importorskip("vtk", reason="slicer-core (VTK) is not installed")
@@ -14,22 +15,6 @@ from KneeAILib import mrml_adapter  # noqa: E402  (needs slicer-core)
 from KneeAILib.refinement_mrml import SceneRefinement  # noqa: E402
 
 CARTILAGE = "femoral_cartilage"
-
-
-def _rotation(axis: str, degrees: float) -> np.ndarray:
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    return {"x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]), "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
-            "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
-
-
-def _transform_node(scene, matrix: np.ndarray):
-    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
-    m = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            m.SetElement(r, c, matrix[r, c])
-    node.SetMatrixTransformToParent(m)
-    return node
 
 
 def test_markup_click_under_transforms_refines_the_right_voxels_of_that_segment_only(scene, schema, client, phantom_case):
@@ -45,18 +30,18 @@ def test_markup_click_under_transforms_refines_the_right_voxels_of_that_segment_
     volume = PixelVolume.from_sitk(image)
     volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "knee")
     to_parent = np.eye(4)
-    to_parent[:3, :3] = _rotation("y", 25) @ _rotation("z", -40)
+    to_parent[:3, :3] = rotation("y", 25) @ rotation("z", -40)
     to_parent[:3, 3] = [30.0, -10.0, 55.0]
-    volume_node.SetAndObserveTransformNodeID(_transform_node(scene, to_parent).GetID())
+    volume_node.SetAndObserveTransformNodeID(linear_transform_node(scene, to_parent).GetID())
     segmentation = mrml_adapter.segmentation_from_labels(scene, volume.with_array(labels), schema, volume_node)
 
     # The annotator clicks where they SEE the missed voxel: through the volume's transform, while the
     # markups node sits under a transform of its own.
     positive = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "femoral cartilage +")
     markups_parent = np.eye(4)
-    markups_parent[:3, :3] = _rotation("x", 30)
+    markups_parent[:3, :3] = rotation("x", 30)
     markups_parent[:3, 3] = [-4.0, 6.0, 2.0]
-    positive.SetAndObserveTransformNodeID(_transform_node(scene, markups_parent).GetID())
+    positive.SetAndObserveTransformNodeID(linear_transform_node(scene, markups_parent).GetID())
     world = to_parent @ volume.ijk_to_ras() @ np.array([*(np.array(click.ijk) + [0.2, -0.3, 0.1]), 1.0])
     positive.AddControlPointWorld(vtk.vtkVector3d(*world[:3]))
     session = SceneRefinement(image_id, segmentation, volume_node, schema, locked={"femur", "tibia"})

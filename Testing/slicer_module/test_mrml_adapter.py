@@ -12,29 +12,13 @@ slicer = pytest.importorskip("slicer", reason="slicer-core (the MRML library) is
 from KneeAILib import mrml_adapter
 from KneeAILib.terminology import LABEL_VALUE_TAG, terminology_entry
 from KneeAILib.volume import PixelVolume
-
-
-def rotation(axis: str, degrees: float) -> np.ndarray:
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    return {"x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]),
-            "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
-            "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
+from kneeai_testing import linear_transform_node, rotation
 
 
 def oblique_volume(shape=(12, 14, 16), seed=0) -> PixelVolume:
     direction = rotation("z", 25) @ rotation("x", -10)
     array = np.random.default_rng(seed).integers(0, 3000, shape).astype(np.int16)
     return PixelVolume(array, (0.4, 0.5, 1.5), (12.5, -40.0, 7.25), tuple(direction.ravel()))
-
-
-def linear_transform_node(scene, matrix: np.ndarray):
-    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
-    m = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            m.SetElement(r, c, matrix[r, c])
-    node.SetMatrixTransformToParent(m)
-    return node
 
 
 def test_volume_node_geometry_is_lps_flipped_to_ras(scene):
