@@ -21,6 +21,12 @@
 4. Record: WORKDIR/records/<version>.json (and stdout): data, epochs, time, device, validation Dice.
 
 ``--conf`` takes the server's options (lib/configs/knee_segmentation.py), e.g. ``--conf fine_spacing=1,1,1``.
+
+``--model knee_refinement`` trains the click network instead (the server's ``knee_refinement`` task, in
+WORKDIR/model_refinement) on the same kind of datastore, kept on the label maps' own grids by default
+(the network works at the image's native resolution); its validation is the click benchmark's protocol
+(Dice after 3 simulated clicks on the validation knees) and its record holds the random walker's
+Dice on the same clicks, which a version must beat to be promoted.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ for path in (APP_DIR, ROOT / "KneeAI"):  # the app's ``lib`` and the shared Knee
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from lib.configs.knee_refinement import REFINEMENT, click_config_from_conf, refinement_model_dir  # noqa: E402
 from lib.configs.knee_segmentation import CONF_OPTIONS, model_config_from_conf  # noqa: E402
 from lib.evaluation.cross_validation import KneeSplit  # noqa: E402
 from lib.evaluation.label_maps import find_label_maps, knee_id  # noqa: E402
@@ -52,14 +59,16 @@ from lib.evaluation.training_datastore import (  # noqa: E402
 from lib.model_store import read_json, write_json_atomically  # noqa: E402
 
 MODEL = "knee_segmentation"
+REFINEMENT_CONF = ("refinement_filters", "refinement_patch")  # lib/configs/knee_refinement.py
 
 
 def parse_conf(pairs: list[str]) -> dict[str, str]:
     conf = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or key not in CONF_OPTIONS:
-            raise SystemExit(f"--conf {pair!r}: expected key=value with key one of {sorted(CONF_OPTIONS)}")
+        if not sep or (key not in CONF_OPTIONS and key not in REFINEMENT_CONF):
+            raise SystemExit(f"--conf {pair!r}: expected key=value with key one of "
+                             f"{sorted([*CONF_OPTIONS, *REFINEMENT_CONF])}")
         if key == "model_dir":
             raise SystemExit("--conf model_dir: the model always lives in WORKDIR/model")
         conf[key] = value
@@ -100,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("label_dir", help="folder of knee label maps (one file per knee)")
     parser.add_argument("--convention", required=True,
                         help="label values of the files: a schema mapping (oai_zib, oai_dess_10class, ...) or 'schema'")
+    parser.add_argument("--model", choices=(MODEL, REFINEMENT), default=MODEL,
+                        help=f"what to train: the segmentation model (default) or the click network ({REFINEMENT})")
     parser.add_argument("--out", required=True, help="work folder: studies/, model/, records/, cv_split.json")
     parser.add_argument("--fold", type=int, help="train on the training knees of this fold only")
     parser.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
@@ -112,12 +123,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--validation-knees", type=int, help="knees held out for validation (default ~1 in 5)")
     parser.add_argument("--working-spacing-mm", type=float,
                         help="isotropic spacing the label maps are resampled to before synthesis "
-                             "(default: the model's finest fine_spacing; 0: keep the files' grids)")
+                             "(default: the model's finest fine_spacing; for knee_refinement 0: keep the files' grids)")
     parser.add_argument("--epochs", type=int, default=50, help="training epochs (default 50)")
     parser.add_argument("--iterations-per-epoch", type=int, default=0,
                         help="iterations per epoch (default 0: one pass over the training images, at least 8)")
     parser.add_argument("--val-interval", type=int, default=1, help="validate every N epochs (default 1)")
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--learning-rate", type=float, help="default: the training task's own")
+    parser.add_argument("--synthetic-cases", type=int, default=0,
+                        help="knee_refinement: procedural phantom knees added to the training images (default 0)")
     parser.add_argument("--init", choices=("promoted", "scratch"), default="promoted",
                         help="continue from WORKDIR's promoted version (default) or start from scratch")
     parser.add_argument("--seed", type=int, default=0, help="seed of synthesis and training (default 0)")
@@ -130,8 +143,11 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = Path(args.out).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     conf = parse_conf(args.conf)
-    config = model_config_from_conf(conf)
-    spacing_mm = min(config.fine_spacing) if args.working_spacing_mm is None else args.working_spacing_mm
+    config = model_config_from_conf(conf) if args.model == MODEL else click_config_from_conf(conf)
+    if args.working_spacing_mm is not None:
+        spacing_mm = args.working_spacing_mm
+    else:
+        spacing_mm = min(config.fine_spacing) if args.model == MODEL else 0.0
 
     # -- which knees -------------------------------------------------------------------------------
     label_files = find_label_maps(args.label_dir)
@@ -171,7 +187,8 @@ def main(argv: list[str] | None = None) -> dict:
     manifest = build_datastore(workdir / "studies", label_files, conventions, plan, spacing_mm)
     synthesis_s = time.time() - t0
     model_dir = workdir / "model"
-    seed_validation_split(model_dir / "split.json", plan, set(validation))
+    trained_dir = model_dir if args.model == MODEL else Path(refinement_model_dir(str(APP_DIR), {"model_dir": str(model_dir)}))
+    seed_validation_split(trained_dir / "split.json", plan, set(validation))
 
     # -- training through the server's task -------------------------------------------------------
     from monailabel.config import settings
@@ -183,9 +200,15 @@ def main(argv: list[str] | None = None) -> dict:
     from main import KneeAIApp
 
     app = KneeAIApp(str(APP_DIR), str(workdir / "studies"), {**conf, "model_dir": str(model_dir)})
-    request = {"model": MODEL, "max_epochs": args.epochs, "iterations_per_epoch": args.iterations_per_epoch,
-               "val_interval": args.val_interval, "learning_rate": args.learning_rate, "seed": args.seed,
-               "init": args.init}
+    request = {"model": args.model, "max_epochs": args.epochs, "seed": args.seed, "init": args.init}
+    if args.model == MODEL:
+        request.update(iterations_per_epoch=args.iterations_per_epoch, val_interval=args.val_interval)
+    else:
+        request["synthetic_cases"] = args.synthetic_cases
+        if args.iterations_per_epoch:
+            request["iterations_per_epoch"] = args.iterations_per_epoch
+    if args.learning_rate is not None:
+        request["learning_rate"] = args.learning_rate
     if args.device:
         request["device"] = args.device
     t1 = time.time()
@@ -197,12 +220,13 @@ def main(argv: list[str] | None = None) -> dict:
     from lib.infers.knee_segmentation import pick_device
 
     version = summary["version"]
-    metrics = read_json(model_dir / "versions" / version / "metrics.json") or {}
+    metrics = read_json(trained_dir / "versions" / version / "metrics.json") or {}
     record = {
         "command": "train_from_label_maps " + " ".join(argv if argv is not None else sys.argv[1:]),
         "version": version,
         "promoted": summary["promoted"],
-        "model_dir": str(model_dir),
+        "model": args.model,
+        "model_dir": str(trained_dir),
         "label_dir": str(Path(args.label_dir).resolve()),
         "convention": args.convention,
         "extra_training_maps": args.extra,
@@ -217,12 +241,14 @@ def main(argv: list[str] | None = None) -> dict:
                    "validation": sum(1 for m in manifest if m["knee"] in validation)},
         "working_spacing_mm": spacing_mm,
         "model_config": config.to_dict(),
-        "epochs": summary["epochs"],
+        "epochs": summary.get("epochs", args.epochs),
         "iterations_per_epoch": args.iterations_per_epoch,
         "best_epoch": summary["best_epoch"],
         "validation_mean_dice": round(float(summary["mean_dice"]), 4),
         "validated_on_training_data": bool(metrics.get("validated_on_training_data", not validation)),
-        "validation_dice": summary["val_dice"],
+        "validation_dice": summary.get("val_dice", metrics.get("dice")),
+        "validation": metrics.get("validation", "Dice of the segmentation on the validation images"),
+        "random_walker_validation": metrics.get("random_walker_baseline"),  # knee_refinement only
         "validation_history": [{k: h[k] for k in ("epoch", "loss", "mean_dice") if k in h}
                                for h in metrics.get("history", [])],
         "seconds": {"synthesis": round(synthesis_s, 1), "training": round(training_s, 1),

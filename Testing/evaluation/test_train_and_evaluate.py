@@ -113,6 +113,30 @@ def test_a_workdir_is_not_reused_for_another_fold(trained):
         train_from_label_maps.main(other)
 
 
+def test_click_network_trains_through_the_same_command(label_dir, tmp_path):
+    """``--model knee_refinement``: the click network trains through the server's task on the fold's
+    knees, kept on their own grids, validated by knee with the click protocol next to the random walker."""
+    import train_from_label_maps
+
+    record = train_from_label_maps.main([
+        str(label_dir), "--convention", "oai_zib", "--out", str(tmp_path), "--fold", "0", "--folds", "3",
+        "--model", "knee_refinement", "--variants", "1", "--epochs", "1", "--iterations-per-epoch", "2",
+        "--seed", "5", "--device", "cpu", "--conf", "refinement_filters=8", "--conf", "refinement_patch=16,32,32"])
+    store = ModelStore(tmp_path / "model_refinement")
+    assert store.versions() == ["v0001"] and record["model"] == "knee_refinement"
+    assert record["working_spacing_mm"] == 0.0 and record["model_config"]["init_filters"] == 8
+    assert not set(record["train_knees"]) & set(record["test_knees_never_read"])
+    assigned = read_json(tmp_path / "model_refinement" / "split.json")["assigned"]
+    assert {knee_of(c) for c, side in assigned.items() if side == "validation"} == set(record["validation_knees"])
+    for dice in (record["validation_dice"], record["random_walker_validation"]["dice"]):
+        assert set(dice) == {"femur", "femoral_cartilage"} and all(0.0 <= d <= 1.0 for d in dice.values())
+    # Promoted only when it beats the random walker on the same clicks.
+    beat = record["validation_mean_dice"] > record["random_walker_validation"]["mean_dice"]
+    assert record["promoted"] is beat
+    image = sitk.ReadImage(str(next((tmp_path / "studies").glob("*.nii.gz"))))
+    assert np.allclose(image.GetSpacing(), SPACING_MM)  # the maps' own (here downsampled) grid
+
+
 @pytest.fixture(scope="module")
 def evaluation(trained, label_dir, tmp_path_factory):
     """evaluate.py as a user runs it, on the fold's held-out knee, with the same MRI as both echoes."""

@@ -70,3 +70,29 @@ def test_error_clicks_visit_regions_largest_first_and_run_clicks_reaches_the_tru
 
     trace = run_clicks(labels, truth, 3, oracle, (1, 1, 1), max_clicks=10)
     assert len(trace.latency_s) == 2 and trace.dice[-1] == 1.0 and trace.dice[0] == 0.0
+
+
+
+
+def test_a_training_sample_is_the_same_as_from_the_whole_volume(monkeypatch):
+    """The trainer works on the structure's region only (for speed): its samples must equal those
+    made from the whole volume, or the shortcut would cut error regions or crops short."""
+    from lib.interactive.network import ClickNetConfig
+    from lib.trainers import knee_refinement
+
+    zz, yy, xx = np.ogrid[:60, :150, :150]
+    labels = np.zeros((60, 150, 150), np.uint8)
+    labels[(zz - 30) ** 2 + (yy - 75) ** 2 + (xx - 75) ** 2 <= 12**2] = 3  # a small "patella"
+    image = np.random.default_rng(0).normal(1.0, 0.2, labels.shape).astype(np.float32) + labels  # texture everywhere
+    spacing = (0.8, 0.8, 0.8)
+    config = ClickNetConfig(init_filters=8, patch=(16, 64, 64))
+    region = knee_refinement.sample_region(labels == 3, spacing, config.patch)
+    assert any(s.stop - s.start < n for s, n in zip(region, labels.shape))  # the shortcut does cut here
+    samples = [knee_refinement.training_sample(image, labels, spacing, config, np.random.default_rng(seed), 5)
+               for seed in range(6)]
+    monkeypatch.setattr(knee_refinement, "sample_region", lambda truth, *_: tuple(slice(0, n) for n in truth.shape))
+    for seed, (x, y) in enumerate(samples):
+        wx, wy = knee_refinement.training_sample(image, labels, spacing, config, np.random.default_rng(seed), 5)
+        assert y.any() and np.array_equal(y, wy), f"seed {seed}"
+        assert np.array_equal(x[1:], wx[1:]), f"seed {seed}: mask or clicks differ"
+        assert np.allclose(x[0], wx[0], atol=1e-5), f"seed {seed}: image crop differs"

@@ -17,6 +17,8 @@ from scipy import ndimage
 from lib.evaluation.metrics import dice
 from lib.interactive.clicks import largest_error_click
 
+MAX_FALSE_BLOB_MM = 6.0  # radius of the largest false blob ``corrupt`` adds beside a structure
+
 
 def _ball(shape, centre_zyx, radius_vox) -> np.ndarray:
     zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
@@ -42,7 +44,7 @@ def corrupt(truth: np.ndarray, spacing_zyx, rng: np.random.Generator) -> np.ndar
     if kind in ("false", "mixed"):
         edge = np.argwhere(ndimage.binary_dilation(truth, iterations=2) & ~truth)
         if len(edge):
-            mask |= _ball(truth.shape, edge[rng.integers(len(edge))], rng.uniform(2, 6) / spacing)
+            mask |= _ball(truth.shape, edge[rng.integers(len(edge))], rng.uniform(2, MAX_FALSE_BLOB_MM) / spacing)
     return mask
 
 

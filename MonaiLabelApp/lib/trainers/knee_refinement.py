@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 import torch
+from scipy import ndimage
 from monai.losses import DiceCELoss
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
@@ -25,7 +26,7 @@ from lib.infers.knee_segmentation import pick_device
 from lib.interactive.network import ClickNetConfig, build_click_network, click_network_from_state, click_state
 from lib.interactive.refine import (FALLBACK_BETA, FALLBACK_RADIUS_MM, click_input, network_proposer,
                                     random_walker_proposer, refine_labels)
-from lib.interactive.simulation import corrupt, error_clicks, run_clicks, starting_labels
+from lib.interactive.simulation import MAX_FALSE_BLOB_MM, corrupt, error_clicks, run_clicks, starting_labels
 from lib.model_store import ModelStore
 from lib.trainers.training_data import fixed_split, load_pair
 
@@ -74,12 +75,26 @@ def _crop(arrays, centre_zyx, patch):
     return out
 
 
+def sample_region(truth: np.ndarray, spacing_zyx, patch) -> tuple[slice, slice, slice]:
+    """The structure's bounding box grown by what ``corrupt`` may add beyond it (a false blob of up to
+    6 mm on a voxel 2 voxels out) and by half a training crop: a crop around any click is the same
+    taken from this region as from the whole case, and no error region touches its border."""
+    box = ndimage.find_objects(truth.view(np.uint8))[0]
+    reach = np.ceil(MAX_FALSE_BLOB_MM / np.asarray(spacing_zyx, float)).astype(int) + 3 + np.asarray(patch) // 2
+    return tuple(slice(max(int(s.start - r), 0), min(int(s.stop + r), n)) for s, r, n in zip(box, reach, truth.shape))
+
+
 def training_sample(image, labels, spacing_zyx, config: ClickNetConfig, rng, max_clicks: int):
     """(input (4, z, y, x), target (1, z, y, x)) or None when the case has no structure."""
-    present = [int(v) for v in np.unique(labels) if 0 < v < 20]
+    counts = np.bincount(labels.ravel(), minlength=20)  # np.unique sorts the whole volume: 10x slower
+    present = [v for v in range(1, 20) if counts[v]]
     if not present:
         return None
     truth = labels == present[int(rng.integers(len(present)))]
+    # Everything below (corruption, error regions, clicks, the crop) happens near the structure: on its
+    # region alone a sample costs a fraction of the whole volume's time and comes out the same.
+    region = sample_region(truth, spacing_zyx, config.patch)
+    image, truth = image[region], truth[region]
     mask = corrupt(truth, spacing_zyx, rng)
     fg, bg = error_clicks(mask, truth, spacing_zyx, int(rng.integers(1, max_clicks + 1)))
     if not fg and not bg:  # nothing wrong: still teach "keep it", around a structure voxel
