@@ -1,6 +1,6 @@
 """Click-simulation benchmark of interactive correction (issue 5).
 
-    .venv/bin/python Testing/benchmarks/click_benchmark.py [--knees 3] [--label-maps FILE ...]
+    .venv/bin/python Testing/benchmarks/click_benchmark.py [--knees 3] [--label-maps FILE=CONVENTION ...]
         [--refinement-model-dir DIR] [--segmentation-model-dir DIR] [--device cpu|cuda] [--max-clicks 10]
         [--dess PATH | --no-dess] [--out-dir .kneeai/bench]
 
@@ -82,16 +82,29 @@ def simulated_automatic(labels: np.ndarray, spacing_zyx, rng) -> np.ndarray:
     return start
 
 
-def held_out_knees(n: int, label_maps: list[str]):
-    from lib.synthesis import load_label_map, make_knee_phantom, synthesize_pair
+def label_map_argument(item: str) -> tuple[Path, str]:
+    """``FILE=CONVENTION`` (a schema mapping such as oai_zib or oai_dess_10class, or ``schema``)."""
+    from lib.evaluation.label_maps import SCHEMA_CONVENTION
+
+    path, sep, convention = item.rpartition("=")
+    if not sep or not Path(path).is_file():
+        raise argparse.ArgumentTypeError(
+            f"{item!r}: expected FILE=CONVENTION, e.g. oai_dess_10class.nrrd=oai_dess_10class "
+            f"(conventions: {', '.join([*KneeSchema.load().mappings, SCHEMA_CONVENTION])})")
+    return Path(path), convention
+
+
+def held_out_knees(n: int, label_maps: list[tuple[Path, str]]):
+    from lib.evaluation.label_maps import knee_id, read_knee_labels
+    from lib.synthesis import make_knee_phantom, synthesize_pair
 
     for k in range(n):
         labels = make_knee_phantom(HELD_OUT_SEED + k, side="right" if k % 2 == 0 else "left")
         image, labels = synthesize_pair(labels, HELD_OUT_SEED + k)
         yield f"phantom_{HELD_OUT_SEED + k}", image, labels
-    for k, path in enumerate(label_maps):
-        image, labels = synthesize_pair(load_label_map(path), HELD_OUT_SEED + 1000 + k)
-        yield Path(path).name.split(".")[0], image, labels
+    for k, (path, convention) in enumerate(label_maps):
+        image, labels = synthesize_pair(read_knee_labels(path, convention), HELD_OUT_SEED + 1000 + k)
+        yield knee_id(path), image, labels
 
 
 def automatic_result(image: sitk.Image, labels: np.ndarray, spacing_zyx, segmentation_model_dir, device, rng):
@@ -224,7 +237,8 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--knees", type=int, default=3, help="held-out synthesised phantom knees")
-    parser.add_argument("--label-maps", nargs="*", default=[], help="label maps to synthesise held-out knees from")
+    parser.add_argument("--label-maps", nargs="*", default=[], type=label_map_argument, metavar="FILE=CONVENTION",
+                        help="label maps to synthesise held-out knees from, each with its label convention")
     parser.add_argument("--refinement-model-dir")
     parser.add_argument("--segmentation-model-dir")
     parser.add_argument("--device", default="cpu")
@@ -242,7 +256,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     schema = KneeSchema.load()
     result = {"machine": machine(), "device": str(device),
-              "knees": [f"phantom_{HELD_OUT_SEED + k}" for k in range(args.knees)] + [Path(p).name for p in args.label_maps]}
+              "knees": [f"phantom_{HELD_OUT_SEED + k}" for k in range(args.knees)] + [f"{p.name} ({c})" for p, c in args.label_maps]}
     if args.knees or args.label_maps:
         result["accuracy"] = accuracy(args, schema, device)
     if not args.no_dess and Path(args.dess).is_file():
