@@ -23,6 +23,7 @@ except ImportError:  # running from a source checkout without the package instal
     from KneeAILib.schema import KneeSchema
 
 from lib.activelearning.uncertainty import MostUncertain
+from lib.background_priority import lower_priority_if_background_task
 from lib.configs.knee_segmentation import model_config_from_conf
 from lib.datastore import KneeDatastore, check_id
 from lib.dicom_import import import_dicom_folders
@@ -42,6 +43,7 @@ SCHEMA_FILE = Path(__file__).resolve().parent.parent / "Resources" / "knee_schem
 
 class KneeAIApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
+        lower_priority_if_background_task()  # training and scoring processes yield to interactive requests
         self.schema = KneeSchema.load(SCHEMA_FILE)
         self.model_config = model_config_from_conf(conf)
         model_dir = conf.get("model_dir") or os.path.join(app_dir, "model", MODEL)

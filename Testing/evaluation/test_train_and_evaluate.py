@@ -7,6 +7,7 @@ MRI given twice must agree exactly)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -66,6 +67,8 @@ def test_training_writes_a_version_and_its_record(trained):
     assert set(saved["validation_dice"]) >= {"femur", "tibia", "patella", "femoral_cartilage", "tibial_cartilage"}
     assert all(0.0 <= d <= 1.0 for d in saved["validation_dice"].values())
     assert saved["validated_on_training_data"] is False
+    # Trained by hand in process, not as a server's background task: the priority stays the user's.
+    assert store.training_stats()["niceness"] == os.nice(0)
 
 
 def test_datastore_holds_training_knees_only_with_matching_labels(trained):

@@ -11,6 +11,7 @@ cases; the mean Dice after the last click decides promotion, and only above the 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -205,7 +206,7 @@ class KneeRefinementTrainer(TrainTask):
         summary = {"version": version, "status": "done", "promoted": (self.store.promoted() or {}).get("version") == version,
                    "best_epoch": best.get("epoch"), "mean_dice": best["mean_dice"],
                    "random_walker_mean_dice": baseline["mean_dice"], "device": str(device),
-                   "seconds": round(time.time() - started, 1)}
+                   "seconds": round(time.time() - started, 1), "niceness": os.nice(0)}
         self.store.write_training_stats(summary)
         logger.info(f"Refinement training finished: {summary}")
         return summary

@@ -9,6 +9,7 @@ with per-structure Dice, and promote it when it beats the promoted one. Progress
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -136,6 +137,7 @@ class KneeSegmentationTrainer(TrainTask):
             "epochs": max_epochs,
             "device": str(device),
             "seconds": round(time.time() - started, 1),
+            "niceness": os.nice(0),  # 10 in a server's background task process (lib/background_priority.py)
         }
         self.store.write_training_stats({**summary, "start_ts": started, "max_epochs": max_epochs, "epoch": max_epochs})
         logger.info(f"Training finished: {summary}")

@@ -1,0 +1,36 @@
+"""Background work yields the CPU to annotators.
+
+MONAI Label runs training and scoring (the active-learning pass over unlabelled images) as child
+processes (``python -m monailabel.interfaces.utils.app``). On a CPU-only server they would share the
+cores equally with the server process that answers interactive requests (Segment, click Updates), so
+a click during training or the start-up scoring pass could take several times as long. Such a task
+process lowers its own priority: a click is answered first and the task still gets every idle cycle.
+Work run in the server process itself, or training started by hand in process (train_from_label_maps),
+keeps its priority.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+logger = logging.getLogger(__name__)
+
+TASK_MODULE = "monailabel.interfaces.utils.app"  # what MONAI Label runs for train and scoring tasks
+BACKGROUND_NICENESS = 10
+
+
+def is_background_task_process() -> bool:
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None) == TASK_MODULE
+
+
+def lower_priority_if_background_task() -> int:
+    """In a MONAI Label task process, raise this process's niceness to BACKGROUND_NICENESS (never
+    lower it). Returns the niceness now."""
+    current = os.nice(0)
+    if is_background_task_process() and current < BACKGROUND_NICENESS:
+        current = os.nice(BACKGROUND_NICENESS - current)
+        logger.info(f"Background task process: CPU niceness {current}, interactive requests go first")
+    return current
