@@ -18,7 +18,7 @@ import sys
 logger = logging.getLogger(__name__)
 
 TASK_MODULE = "monailabel.interfaces.utils.app"  # what MONAI Label runs for train and scoring tasks
-BACKGROUND_NICENESS = 10
+NICENESS_VARIABLE = "KNEEAI_BACKGROUND_NICENESS"  # default 10; 0 keeps task processes at normal priority
 
 
 def is_background_task_process() -> bool:
@@ -26,11 +26,19 @@ def is_background_task_process() -> bool:
     return getattr(spec, "name", None) == TASK_MODULE
 
 
+def background_niceness() -> int:
+    value = os.environ.get(NICENESS_VARIABLE, "10")
+    if not value.strip().isdigit() or int(value) > 19:
+        raise ValueError(f"{NICENESS_VARIABLE}={value!r}: expected a niceness from 0 to 19")
+    return int(value)
+
+
 def lower_priority_if_background_task() -> int:
-    """In a MONAI Label task process, raise this process's niceness to BACKGROUND_NICENESS (never
-    lower it). Returns the niceness now."""
+    """In a MONAI Label task process, raise this process's niceness to ``background_niceness()``
+    (never lower it). Returns the niceness now."""
     current = os.nice(0)
-    if is_background_task_process() and current < BACKGROUND_NICENESS:
-        current = os.nice(BACKGROUND_NICENESS - current)
+    wanted = background_niceness()
+    if is_background_task_process() and current < wanted:
+        current = os.nice(wanted - current)
         logger.info(f"Background task process: CPU niceness {current}, interactive requests go first")
     return current

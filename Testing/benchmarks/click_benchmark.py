@@ -2,7 +2,7 @@
 
     .venv/bin/python Testing/benchmarks/click_benchmark.py [--knees 3] [--label-maps FILE=CONVENTION ...]
         [--refinement-model-dir DIR] [--segmentation-model-dir DIR] [--device cpu|cuda] [--max-clicks 10]
-        [--dess PATH | --no-dess] [--out-dir .kneeai/bench]
+        [--dess PATH | --no-dess] [--during-training] [--out-dir .kneeai/bench]
 
 1. Accuracy (held-out knees, in process, the server's own refinement code): knees synthesised from
    label maps (procedural phantoms with seeds no training uses, plus any --label-maps, e.g. the real
@@ -15,6 +15,10 @@
 2. Latency on the real DESS (512x512x80), end to end: a real server process, KneeAILib's Update
    (ROI cut, upload of the ROI labels, refinement, answer, merge into one segment), on CPU; or on the
    GPU with --device cuda. The DESS has no labels, so clicks go to random voxels of its central part.
+   --during-training: the same while the server trains the click network in its background task
+   process (on synthesised knees, into a copy of the model folder), i.e. what an annotator gets
+   while a submitted correction retrains the model; set KNEEAI_BACKGROUND_NICENESS=0 for the server
+   to compare with a training process at normal priority.
 The refinement is the click network promoted in --refinement-model-dir, else the random walker.
 Writes click_benchmark.json and click_benchmark.md under --out-dir; figures go to
 BENCHMARKS.md (Interactive).
@@ -26,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -177,13 +182,22 @@ def dess_latency(args, schema) -> dict:
         studies.mkdir()
         os.symlink(args.dess, studies / "dess.nii.gz")  # read only: the refinement never writes to studies
         pool = ServerPool(tmp)
-        conf = {"refinement_model_dir": args.refinement_model_dir or str(tmp / "no_refinement_model")}
+        refinement_dir = tmp / "refinement_model"
+        if args.refinement_model_dir:  # a copy: a training run during the benchmark writes versions into it
+            shutil.copytree(args.refinement_model_dir, refinement_dir)
+        conf = {"refinement_model_dir": str(refinement_dir)}
+        training = False
         try:
             # No start-up scoring pass: MONAI Label scores every unlabelled image when it starts, which
             # on 2 cores slowed the first ~10 Updates 2-4x; measured here is a click, not a click
             # competing with that one-off pass.
-            url = pool.start(studies, tmp / "model", conf, env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"})
+            env = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+            if "KNEEAI_BACKGROUND_NICENESS" in os.environ:
+                env["KNEEAI_BACKGROUND_NICENESS"] = os.environ["KNEEAI_BACKGROUND_NICENESS"]
+            url = pool.start(studies, tmp / "model", conf, env=env)
             client = KneeAIClient(url, download_dir=tmp / "downloads")
+            if args.during_training:
+                training = start_background_training(client)
             image = read_volume_file(args.dess)
             shape = image.array.shape
             rng = np.random.default_rng(0)
@@ -202,13 +216,33 @@ def dess_latency(args, schema) -> dict:
                 params = refine_segment(client, "dess", volume, "femoral_cartilage", clicks, set(), schema, undo)
                 times.append(time.perf_counter() - started)
                 methods.add(params.get("method"))
+            still_training = bool(client.train_status()) if training else False
         finally:
+            if training:
+                client.train_stop()  # before the server goes: its task process would outlive it
             pool.stop_all()
+    if args.during_training and not still_training:
+        raise RuntimeError("the background training ended before the clicks did: latency not measured under training")
     warm = times[1:]
     return {"image": f"{Path(args.dess).name} {list(shape[::-1])}", "clicks": len(times), "method": sorted(methods),
+            "during_training": bool(args.during_training),
+            "background_niceness": os.environ.get("KNEEAI_BACKGROUND_NICENESS", "10") if args.during_training else None,
             "first_click_s": round(times[0], 3),
             "p50_s": round(float(np.percentile(warm, 50)), 3), "p95_s": round(float(np.percentile(warm, 95)), 3),
             "max_s": round(float(np.max(warm)), 3), "seconds": [round(t, 3) for t in times]}
+
+
+def start_background_training(client) -> bool:
+    """A click-network training run that lasts longer than the benchmark, once its process is busy."""
+    client.train_start("knee_refinement", {"synthetic_cases": 2, "max_epochs": 1000, "iterations_per_epoch": 1000,
+                                           "init": "scratch", "seed": 0})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if client.train_status():
+            time.sleep(30)  # past its start-up (imports, synthesis of the knees): training steps now
+            return True
+        time.sleep(1)
+    raise RuntimeError("the server did not start the background training within 120 s")
 
 
 def markdown(result: dict) -> str:
@@ -228,7 +262,9 @@ def markdown(result: dict) -> str:
                          f"{e['latency_p50_s']} / {e['latency_p95_s']} |")
     dess = result.get("dess_latency")
     if dess:
-        lines += ["", f"Real DESS ({dess['image']}), Update through a real server ({', '.join(map(str, dess['method']))}): "
+        during = (f", while the server trains in the background (task niceness {dess['background_niceness']})"
+                  if dess.get("during_training") else "")
+        lines += ["", f"Real DESS ({dess['image']}), Update through a real server ({', '.join(map(str, dess['method']))}){during}: "
                   f"{dess['clicks']} clicks, first {dess['first_click_s']} s (reads the image), then "
                   f"p50 {dess['p50_s']} s, p95 {dess['p95_s']} s, max {dess['max_s']} s."]
     return "\n".join(lines) + "\n"
@@ -248,6 +284,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dess", default=str(DESS))
     parser.add_argument("--no-dess", action="store_true")
     parser.add_argument("--dess-clicks", type=int, default=21)
+    parser.add_argument("--during-training", action="store_true",
+                        help="measure the DESS latency while the server trains the click network")
     parser.add_argument("--out-dir", default=str(ROOT / ".kneeai" / "bench"))
     args = parser.parse_args(argv)
 
