@@ -96,3 +96,16 @@ def test_a_training_sample_is_the_same_as_from_the_whole_volume(monkeypatch):
         assert y.any() and np.array_equal(y, wy), f"seed {seed}"
         assert np.array_equal(x[1:], wx[1:]), f"seed {seed}: mask or clicks differ"
         assert np.allclose(x[0], wx[0], atol=1e-5), f"seed {seed}: image crop differs"
+
+
+def test_a_group_label_such_as_oai_zib_tibial_cartilage_is_trained_on():
+    from lib.interactive.network import ClickNetConfig
+    from lib.trainers.knee_refinement import training_sample
+
+    labels = np.zeros((30, 60, 60), np.uint8)
+    labels[12:16, 10:50, 10:50] = 20  # tibial cartilage, both plates as one (schema group 20)
+    image = np.random.default_rng(1).normal(1.0, 0.1, labels.shape).astype(np.float32) + (labels > 0)
+    config = ClickNetConfig(init_filters=8, patch=(16, 32, 32))
+    for seed in range(4):
+        sample = training_sample(image, labels, (0.7, 0.4, 0.4), config, np.random.default_rng(seed), 3)
+        assert sample is not None and sample[1].any(), f"seed {seed}: no sample of the group"

@@ -87,8 +87,10 @@ def sample_region(truth: np.ndarray, spacing_zyx, patch) -> tuple[slice, slice, 
 
 def training_sample(image, labels, spacing_zyx, config: ClickNetConfig, rng, max_clicks: int):
     """(input (4, z, y, x), target (1, z, y, x)) or None when the case has no structure."""
-    counts = np.bincount(labels.ravel(), minlength=20)  # np.unique sorts the whole volume: 10x slower
-    present = [v for v in range(1, 20) if counts[v]]
+    counts = np.bincount(labels.ravel())  # np.unique sorts the whole volume: 10x slower
+    # Group values too (OAI-ZIB's one tibial cartilage, 20): the network refines whatever structure its
+    # mask channel shows, and without them it would never see tibial cartilage on OAI-ZIB knees.
+    present = [int(v) for v in np.flatnonzero(counts) if v > 0]
     if not present:
         return None
     truth = labels == present[int(rng.integers(len(present)))]
