@@ -187,7 +187,10 @@ def main(argv: list[str] | None = None) -> dict:
     manifest = build_datastore(workdir / "studies", label_files, conventions, plan, spacing_mm)
     synthesis_s = time.time() - t0
     model_dir = workdir / "model"
-    trained_dir = model_dir if args.model == MODEL else Path(refinement_model_dir(str(APP_DIR), {"model_dir": str(model_dir)}))
+    if args.model == MODEL:
+        trained_dir = model_dir
+    else:  # where the app keeps click-network versions when its model_dir is WORKDIR/model
+        trained_dir = Path(refinement_model_dir(str(APP_DIR), {"model_dir": str(model_dir)}))
     seed_validation_split(trained_dir / "split.json", plan, set(validation))
 
     # -- training through the server's task -------------------------------------------------------

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 import torch
-from scipy import ndimage
 from monai.losses import DiceCELoss
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
+from scipy import ndimage
 
 from lib.infers.knee_segmentation import pick_device
 from lib.interactive.network import ClickNetConfig, build_click_network, click_network_from_state, click_state
