@@ -91,11 +91,12 @@ def label_map_argument(item: str) -> tuple[Path, str]:
     """``FILE=CONVENTION`` (a schema mapping such as oai_zib or oai_dess_10class, or ``schema``)."""
     from lib.evaluation.label_maps import SCHEMA_CONVENTION
 
+    conventions = [*KneeSchema.load().mappings, SCHEMA_CONVENTION]
     path, sep, convention = item.rpartition("=")
-    if not sep or not Path(path).is_file():
+    if not sep or not Path(path).is_file() or convention not in conventions:
         raise argparse.ArgumentTypeError(
             f"{item!r}: expected FILE=CONVENTION, e.g. oai_dess_10class.nrrd=oai_dess_10class "
-            f"(conventions: {', '.join([*KneeSchema.load().mappings, SCHEMA_CONVENTION])})")
+            f"(conventions: {', '.join(conventions)})")
     return Path(path), convention
 
 
