@@ -46,6 +46,7 @@ for path in (APP_DIR, ROOT / "KneeAI"):  # the app's ``lib`` and the shared Knee
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from lib.configs.knee_refinement import CONF_OPTIONS as REFINEMENT_CONF_OPTIONS  # noqa: E402
 from lib.configs.knee_refinement import REFINEMENT, click_config_from_conf, refinement_model_dir  # noqa: E402
 from lib.configs.knee_segmentation import CONF_OPTIONS, model_config_from_conf  # noqa: E402
 from lib.evaluation.cross_validation import KneeSplit  # noqa: E402
@@ -59,18 +60,17 @@ from lib.evaluation.training_datastore import (  # noqa: E402
 from lib.model_store import read_json, write_json_atomically  # noqa: E402
 
 MODEL = "knee_segmentation"
-REFINEMENT_CONF = ("refinement_filters", "refinement_patch")  # lib/configs/knee_refinement.py
 
 
 def parse_conf(pairs: list[str]) -> dict[str, str]:
     conf = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or (key not in CONF_OPTIONS and key not in REFINEMENT_CONF):
+        if not sep or (key not in CONF_OPTIONS and key not in REFINEMENT_CONF_OPTIONS):
             raise SystemExit(f"--conf {pair!r}: expected key=value with key one of "
-                             f"{sorted([*CONF_OPTIONS, *REFINEMENT_CONF])}")
-        if key == "model_dir":
-            raise SystemExit("--conf model_dir: the model always lives in WORKDIR/model")
+                             f"{sorted([*CONF_OPTIONS, *REFINEMENT_CONF_OPTIONS])}")
+        if key in ("model_dir", "refinement_model_dir"):
+            raise SystemExit(f"--conf {key}: the models always live in WORKDIR/model and WORKDIR/model_refinement")
         conf[key] = value
     return conf
 

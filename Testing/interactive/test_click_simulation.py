@@ -72,8 +72,6 @@ def test_error_clicks_visit_regions_largest_first_and_run_clicks_reaches_the_tru
     assert len(trace.latency_s) == 2 and trace.dice[-1] == 1.0 and trace.dice[0] == 0.0
 
 
-
-
 def test_a_training_sample_is_the_same_as_from_the_whole_volume(monkeypatch):
     """The trainer works on the structure's region only (for speed): its samples must equal those
     made from the whole volume, or the shortcut would cut error regions or crops short."""

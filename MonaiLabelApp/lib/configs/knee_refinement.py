@@ -7,6 +7,7 @@ import os
 from lib.interactive.network import ClickNetConfig
 
 REFINEMENT = "knee_refinement"
+CONF_OPTIONS = ("refinement_model_dir", "refinement_filters", "refinement_patch")  # read by this module
 
 
 def refinement_model_dir(app_dir: str, conf: dict) -> str:
