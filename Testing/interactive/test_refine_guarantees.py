@@ -8,7 +8,7 @@ import pytest
 
 from KneeAILib.refinement import ClickSet, RefinementError, UndoStack, merge_into_segment, refinement_request
 from KneeAILib.volume import PixelVolume
-from lib.interactive.refine import random_walker_proposer, refine_labels
+from lib.interactive.refine import Refiner, random_walker_proposer, refine_labels
 
 
 def _noisy_labels(seed=0, shape=(24, 40, 40)):
@@ -81,3 +81,45 @@ def test_request_refuses_locked_unknown_and_outside_clicks(schema):
     params, block = refinement_request(volume, "femur", clicks, {"tibia"}, schema, reach_mm=4.0)
     assert params["roi"] == [[0, 0, 3], [8, 9, 8]] and block.shape == (5, 9, 8)  # 4 mm = 2 slices along k
     assert params["foreground"] == [[3, 4, 5]] and params["last"] == [3, 4, 5] and params["locked"] == ["tibia"]
+
+
+def _two_blobs(image, current, fg, bg, spacing):
+    """A proposal of two separate blobs: one around the positive click at (10, 10, 10), one apart."""
+    proposal = np.zeros(current.shape, bool)
+    proposal[8:13, 8:13, 8:13] = True
+    proposal[8:13, 8:13, 16:20] = True
+    return proposal
+
+
+def test_a_refiner_keeps_only_connected_changes_unless_told_to_trust_its_proposer():
+    labels = np.zeros((20, 20, 24), np.uint8)
+    image = np.zeros(labels.shape, np.float32)
+    connected = Refiner("test", _two_blobs, radius_mm=15.0)
+    new, _ = connected(image, labels, 5, [(10, 10, 10)], [], (1.0, 1.0, 1.0))
+    assert new[10, 10, 10] == 5 and not new[10, 10, 18]  # the blob apart from the click is dropped
+    trusting = Refiner("test", _two_blobs, radius_mm=15.0, keep_connected=False)
+    new, _ = trusting(image, labels, 5, [(10, 10, 10)], [], (1.0, 1.0, 1.0))
+    assert new[10, 10, 18] == 5 and np.count_nonzero(new) == 125 + 100
+
+
+@pytest.mark.parametrize("positive", [True, False])
+def test_a_refiner_that_follows_the_click_sign_only_adds_for_a_positive_click_and_only_removes_for_a_negative(positive):
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[4:16, 4:16, 4:10] = 5  # the structure: left half of a box; the proposer wants the right half
+    image = np.zeros(labels.shape, np.float32)
+
+    def right_half(image, current, fg, bg, spacing):
+        proposal = np.zeros(current.shape, bool)
+        proposal[4:16, 4:16, 8:16] = True
+        return proposal
+
+    click = (12, 10, 10) if positive else (5, 10, 10)  # inside the proposal's new part / its dropped part
+    fg, bg = ([click], []) if positive else ([], [click])
+    for follow in (False, True):
+        refiner = Refiner("test", right_half, radius_mm=30.0, keep_connected=False, follow_click_sign=follow)
+        new, summary = refiner(image, labels, 5, fg, bg, (1.0, 1.0, 1.0), focus=[click])
+        if follow:
+            assert summary["removed" if positive else "added"] == 0
+            assert summary["added" if positive else "removed"] > 0
+        else:
+            assert summary["added"] > 0 and summary["removed"] > 0

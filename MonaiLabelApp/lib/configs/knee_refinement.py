@@ -7,7 +7,8 @@ import os
 from lib.interactive.network import ClickNetConfig
 
 REFINEMENT = "knee_refinement"
-CONF_OPTIONS = ("refinement_model_dir", "refinement_filters", "refinement_patch")  # read by this module
+CONF_OPTIONS = ("refinement_model_dir", "refinement_filters", "refinement_patch",
+                "refinement_reach_mm")  # read by this module
 
 
 def refinement_model_dir(app_dir: str, conf: dict) -> str:
@@ -21,7 +22,10 @@ def refinement_model_dir(app_dir: str, conf: dict) -> str:
 
 
 def click_config_from_conf(conf: dict) -> ClickNetConfig:
-    """``refinement_filters`` (16) and ``refinement_patch`` ('z,y,x' voxels, 32,96,96)."""
+    """``refinement_filters`` (16), ``refinement_patch`` ('z,y,x' voxels, 32,96,96) and
+    ``refinement_reach_mm`` (how far from a click the network may change voxels; the cost of an
+    update grows with its cube, so a CPU-only server may want less). They apply to networks this
+    server trains; a network keeps the settings it was validated with."""
     defaults = ClickNetConfig()
     values = {}
     if "refinement_filters" in conf:
@@ -31,4 +35,9 @@ def click_config_from_conf(conf: dict) -> ClickNetConfig:
         if len(parts) != 3:
             raise ValueError(f"--conf refinement_patch: expected 'z,y,x', got {conf['refinement_patch']!r}")
         values["patch"] = tuple(parts)
+    if "refinement_reach_mm" in conf:
+        reach = float(conf["refinement_reach_mm"])
+        if not 1.0 <= reach <= 100.0:
+            raise ValueError(f"--conf refinement_reach_mm: expected 1-100 (mm), got {conf['refinement_reach_mm']!r}")
+        values["radius_mm"] = reach
     return ClickNetConfig(**{**defaults.to_dict(), **values})

@@ -23,9 +23,8 @@ import SimpleITK as sitk
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lib.infers.knee_segmentation import pick_device
-from lib.interactive.network import ClickNetConfig, click_network_from_state
-from lib.interactive.refine import (FALLBACK_BETA, FALLBACK_RADIUS_MM, network_proposer, random_walker_proposer,
-                                    refine_labels)
+from lib.interactive.network import click_network_from_state
+from lib.interactive.refine import Refiner, network_refiner, walker_refiner
 from lib.interactive.request import RequestError, parse_click_request, roi_labels
 from lib.interactive.scribbles import refine_with_scribbles
 from lib.model_store import ModelStore
@@ -104,7 +103,7 @@ class KneeRefinement(_OneStructureTask):
     def __init__(self, store: ModelStore, schema, cache: ImageCache, description: str):
         super().__init__(schema, description, cache)
         self.store = store
-        self._loaded: tuple[str, str, Any, ClickNetConfig] | None = None
+        self._loaded: tuple[str, str, Refiner] | None = None
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
@@ -113,29 +112,27 @@ class KneeRefinement(_OneStructureTask):
         info["model_version"] = promoted["version"] if promoted else "random_walker"
         return info
 
-    def proposer(self, device):
-        """(method, proposer, radius): the promoted click network, or the random walker."""
+    def refiner(self, device) -> Refiner:
+        """The promoted click network, or the random walker."""
         with self._lock:
             promoted = self.store.promoted()
             if not promoted:
-                return "random_walker", random_walker_proposer(FALLBACK_RADIUS_MM, FALLBACK_BETA), FALLBACK_RADIUS_MM
+                return walker_refiner()
             if not self._loaded or self._loaded[:2] != (promoted["version"], str(device)):
                 version, state = self.store.load_promoted()
                 config, network = click_network_from_state(state)
-                self._loaded = (version, str(device), network_proposer(network, config, device), config)
-            version, _, propose, config = self._loaded
-            return f"click_network {version}", propose, config.radius_mm
+                self._loaded = (version, str(device), network_refiner(f"click_network {version}", network, config, device))
+            return self._loaded[2]
 
     def __call__(self, request) -> tuple[str, dict]:
         t0 = time.perf_counter()
         image, array, labels, parsed = self._inputs(request)
         device = pick_device(request.get("device"))
-        method, propose, radius = self.proposer(device)
+        refiner = self.refiner(device)
         spacing_zyx = tuple(image.GetSpacing()[::-1])
-        new, summary = refine_labels(array, labels, parsed.value, parsed.in_roi(parsed.foreground),
-                                     parsed.in_roi(parsed.background), spacing_zyx, propose, radius,
-                                     focus=parsed.in_roi(parsed.focus))
-        params = {"method": method, "device": str(device), "added": summary["added"],
+        new, summary = refiner(array, labels, parsed.value, parsed.in_roi(parsed.foreground),
+                               parsed.in_roi(parsed.background), spacing_zyx, focus=parsed.in_roi(parsed.focus))
+        params = {"method": refiner.name, "device": str(device), "added": summary["added"],
                   "removed": summary["removed"], "latency_s": round(time.perf_counter() - t0, 3)}
         return self._answer(image, parsed, new, request, params)
 

@@ -22,7 +22,17 @@ class ClickNetConfig:
     init_filters: int = 16
     patch: tuple[int, int, int] = (32, 96, 96)  # training crop, voxels (z, y, x) at native resolution
     click_sigma_mm: float = 3.0
-    radius_mm: float = 12.0  # a click may change voxels up to this far from it
+    # How the network's proposal is written back (lib/interactive/refine.Refiner); the trainer's
+    # validation, and so promotion, measures the network with these. Chosen on the validation knees
+    # (BENCHMARKS.md, Interactive): the network is trusted within 20 mm of the click, not only where its
+    # change touches the click (an automatic result's boundary is wrong along a whole structure), and
+    # a click moves the boundary one way only (so a click never undoes good parts elsewhere).
+    radius_mm: float = 20.0  # a click may change voxels up to this far from it
+    keep_connected: bool = False
+    follow_click_sign: bool = True
+
+    # What the weights depend on; the rest may change between fine-tuning runs.
+    ARCHITECTURE = ("init_filters", "click_sigma_mm")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -30,7 +40,12 @@ class ClickNetConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "ClickNetConfig":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known})
+        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known}
+        return cls(**{**LEGACY_WRITE_BACK, **values})
+
+
+# A network saved before its configuration said how to write back was validated (and promoted) with this.
+LEGACY_WRITE_BACK = {"radius_mm": 12.0, "keep_connected": True, "follow_click_sign": False}
 
 
 def build_click_network(config: ClickNetConfig) -> torch.nn.Module:

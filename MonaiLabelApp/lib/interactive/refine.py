@@ -6,11 +6,14 @@ Whatever proposes the new mask (the trained click network, or a random walker un
 write-back is the same and guarantees: a voxel changes only between background and the refined
 structure; voxels of every other structure (locked or not) never change and count as background for
 the refined one; a positive click's voxel ends inside the structure, a negative click's outside it.
+How far a proposal is trusted (reach, connection to the click, the click's sign) belongs to the
+proposer: a ``Refiner`` carries both.
 Arrays are (k, j, i); clicks are (i, j, k) voxel indices of the arrays given.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -66,7 +69,8 @@ def near_clicks(shape_zyx, clicks_ijk, spacing_zyx, radius_mm: float) -> np.ndar
 
 def refine_labels(image: np.ndarray, labels: np.ndarray, value: int, foreground, background,
                   spacing_zyx, propose: Proposer, radius_mm: float = 12.0,
-                  local_clicks_only: bool = True, focus=None, band_mm: float = 0.0) -> tuple[np.ndarray, dict]:
+                  local_clicks_only: bool = True, focus=None, band_mm: float = 0.0,
+                  follow_click_sign: bool = False) -> tuple[np.ndarray, dict]:
     """A new label array: ``labels`` with structure ``value`` refined near the clicks. Returns it and
     a summary (voxels added/removed, the block worked on).
 
@@ -76,7 +80,11 @@ def refine_labels(image: np.ndarray, labels: np.ndarray, value: int, foreground,
 
     ``band_mm`` > 0: the structure's boundary band (within ``band_mm`` of its surface) anywhere in the
     arrays given (the caller's ROI) may change too, so one click can move a boundary that is wrong
-    everywhere (an automatic result's usual error); the proposer must free the same band."""
+    everywhere (an automatic result's usual error); the proposer must free the same band.
+
+    ``local_clicks_only``: keep only the changes connected to a click of their sign (a proposer that
+    leaks, like the random walker, needs it). ``follow_click_sign``: a positive focus click may only
+    add voxels, a negative one only remove them."""
 
     foreground = [tuple(int(c) for c in p) for p in foreground]
     background = [tuple(int(c) for c in p) for p in background]
@@ -104,6 +112,12 @@ def refine_labels(image: np.ndarray, labels: np.ndarray, value: int, foreground,
         proposal[k, j, i] = inside  # the user's click is the truth at its own voxel
     added = editable & proposal & ~current
     removed = editable & ~proposal & current
+    if follow_click_sign:
+        # A positive click says "more here", a negative one "less": the update only moves that way.
+        if not set(local_focus) & set(local_fg):
+            added[:] = False
+        if not set(local_focus) & set(local_bg):
+            removed[:] = False
     if local_clicks_only:
         # A click corrects the error region it lies in: keep only the additions connected to a
         # positive click and the removals connected to a negative one (no collateral changes).
@@ -119,6 +133,35 @@ def refine_labels(image: np.ndarray, labels: np.ndarray, value: int, foreground,
         "block": [[int(v) for v in lo], [int(v) for v in hi]],
     }
     return out, summary
+
+
+@dataclass(frozen=True)
+class Refiner:
+    """A proposer and how far its proposals are trusted when written back (see ``refine_labels``)."""
+
+    name: str
+    propose: Proposer
+    radius_mm: float
+    keep_connected: bool = True  # only changes connected to the click: the walker leaks without it
+    follow_click_sign: bool = False  # a positive click only adds, a negative one only removes
+
+    def __call__(self, image, labels, value, foreground, background, spacing_zyx, focus=None,
+                 band_mm: float = 0.0) -> tuple[np.ndarray, dict]:
+        return refine_labels(image, labels, value, foreground, background, spacing_zyx, self.propose,
+                             self.radius_mm, local_clicks_only=self.keep_connected, focus=focus, band_mm=band_mm,
+                             follow_click_sign=self.follow_click_sign)
+
+
+def walker_refiner(intensity_guard: bool = False, band_mm: float = 0.0) -> Refiner:
+    """What the server runs until a click network is promoted."""
+    return Refiner("random_walker", random_walker_proposer(FALLBACK_RADIUS_MM, FALLBACK_BETA, intensity_guard, band_mm),
+                   FALLBACK_RADIUS_MM)
+
+
+def network_refiner(name: str, network: torch.nn.Module, config: ClickNetConfig, device: torch.device) -> Refiner:
+    """The click network with the write-back its configuration was validated with."""
+    return Refiner(name, network_proposer(network, config, device), config.radius_mm, config.keep_connected,
+                   config.follow_click_sign)
 
 
 def _touching(mask: np.ndarray, points) -> np.ndarray:

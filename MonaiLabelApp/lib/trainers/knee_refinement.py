@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,8 +26,7 @@ from scipy import ndimage
 
 from lib.infers.knee_segmentation import pick_device
 from lib.interactive.network import ClickNetConfig, build_click_network, click_network_from_state, click_state
-from lib.interactive.refine import (FALLBACK_BETA, FALLBACK_RADIUS_MM, click_input, network_proposer,
-                                    random_walker_proposer, refine_labels)
+from lib.interactive.refine import Refiner, click_input, network_refiner, walker_refiner
 from lib.interactive.simulation import MAX_FALSE_BLOB_MM, corrupt, error_clicks, run_clicks, starting_labels
 from lib.model_store import ModelStore
 from lib.trainers.training_data import fixed_split, load_pair
@@ -162,8 +162,7 @@ class KneeRefinementTrainer(TrainTask):
         logger.info(f"Training refinement {version} on {device}: {len(train)} train / {len(validation)} validation cases")
         # A network is promoted only when it beats what the server runs without one (the random walker)
         # on the same held-out protocol: training must never make interactive correction worse.
-        baseline = self.validate(random_walker_proposer(FALLBACK_RADIUS_MM, FALLBACK_BETA), FALLBACK_RADIUS_MM,
-                                 validation, int(options["validation_clicks"]))
+        baseline = self.validate(walker_refiner(), validation, int(options["validation_clicks"]))
         logger.info(f"Random-walker baseline on the validation cases: {baseline}")
         best = {"mean_dice": -1.0}
         history = []
@@ -187,7 +186,7 @@ class KneeRefinementTrainer(TrainTask):
                 scheduler.step()
                 losses.append(float(loss.detach()))
             network.eval()
-            dice = self.validate(network_proposer(network, config, device), config.radius_mm, validation,
+            dice = self.validate(network_refiner(version, network, config, device), validation,
                                  int(options["validation_clicks"]))
             network.train()
             record = {"epoch": epoch, "loss": float(np.mean(losses)), **dice}
@@ -196,7 +195,8 @@ class KneeRefinementTrainer(TrainTask):
                 best = {"epoch": epoch, **dice}
                 self.store.save(version, click_state(config, network), {
                     "version": version, "best_epoch": epoch, "mean_dice": dice["mean_dice"], "dice": dice["dice"],
-                    "options": options, "validation": f"Dice after {options['validation_clicks']} simulated clicks",
+                    "options": options, "config": config.to_dict(),
+                    "validation": f"Dice after {options['validation_clicks']} simulated clicks",
                     "random_walker_baseline": baseline,
                     "seconds": round(time.time() - started, 1), "history": history})
                 if dice["mean_dice"] > baseline["mean_dice"]:
@@ -214,13 +214,16 @@ class KneeRefinementTrainer(TrainTask):
         return summary
 
     def _initial(self, init: str):
+        """(config, network): the promoted weights go on training with their own architecture, and
+        with this server's training crop and write-back (so a fine-tune can change those)."""
         if init == "promoted":
             loaded = self.store.load_promoted()
             if loaded:
-                return click_network_from_state(loaded[1])
+                config, network = click_network_from_state(loaded[1])
+                return replace(self.default_config, **{k: getattr(config, k) for k in ClickNetConfig.ARCHITECTURE}), network
         return self.default_config, build_click_network(self.default_config)
 
-    def validate(self, propose, radius_mm: float, cases, clicks: int) -> dict[str, Any]:
+    def validate(self, refiner: Refiner, cases, clicks: int) -> dict[str, Any]:
         """Dice after ``clicks`` simulated clicks from a corrupted start, per structure (the benchmark's protocol)."""
         rng = np.random.default_rng(1234)  # the same starting masks every epoch, and for the baseline
         per: dict[str, list[float]] = {}
@@ -233,7 +236,7 @@ class KneeRefinementTrainer(TrainTask):
                 start = starting_labels(labels, value, spacing, rng)
 
                 def refine(current, fg, bg, last):
-                    return refine_labels(image, current, value, fg, bg, spacing, propose, radius_mm, focus=[last])[0]
+                    return refiner(image, current, value, fg, bg, spacing, focus=[last])[0]
 
                 trace = run_clicks(start, truth, value, refine, spacing, clicks)
                 per.setdefault(key, []).append(trace.dice[-1])
