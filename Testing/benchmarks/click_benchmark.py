@@ -3,6 +3,7 @@
     .venv/bin/python Testing/benchmarks/click_benchmark.py [--knees 3] [--label-maps FILE=CONVENTION ...]
         [--refinement-model-dir DIR] [--segmentation-model-dir DIR] [--device cpu|cuda] [--max-clicks 10]
         [--dess PATH | --no-dess] [--during-training] [--out-dir .kneeai/bench]
+        [--reach-mm R] [--[no-]keep-connected] [--[no-]follow-click-sign]   (with --no-dess)
 
 1. Accuracy (held-out knees, in process, the server's own refinement code): knees synthesised from
    label maps (procedural phantoms with seeds no training uses, plus any --label-maps, e.g. the real
@@ -19,7 +20,9 @@
    process (on synthesised knees, into a copy of the model folder), i.e. what an annotator gets
    while a submitted correction retrains the model; set KNEEAI_BACKGROUND_NICENESS=0 for the server
    to compare with a training process at normal priority.
-The refinement is the click network promoted in --refinement-model-dir, else the random walker.
+The refinement is the click network promoted in --refinement-model-dir, else the random walker, each
+written back as it is on the server; --reach-mm and the two switches compare other write-backs
+in process (lib/interactive/refine.Refiner).
 Writes click_benchmark.json and click_benchmark.md under --out-dir; figures go to
 BENCHMARKS.md (Interactive).
 """
@@ -35,6 +38,7 @@ import sys
 import tempfile
 import time
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +50,7 @@ for path in (ROOT / "MonaiLabelApp", ROOT / "KneeAI", ROOT / "Testing"):
 
 from KneeAILib.refinement import roi_around  # noqa: E402
 from KneeAILib.schema import KneeSchema  # noqa: E402
-from lib.interactive.refine import (FALLBACK_BETA, FALLBACK_RADIUS_MM, network_proposer,  # noqa: E402
-                                    random_walker_proposer, refine_labels)
+from lib.interactive.refine import Refiner, network_refiner, walker_refiner  # noqa: E402
 from lib.interactive.simulation import corrupt, run_clicks  # noqa: E402
 from lib.model_store import ModelStore  # noqa: E402
 
@@ -63,17 +66,31 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores visible ({cpu}), OMP_NUM_THREADS={threads}, {platform.system()} {platform.release()}"
 
 
-def proposer(refinement_model_dir: str | None, device, intensity_guard: bool = False, band_mm: float = 0.0):
-    """(name, proposer, radius): the promoted click network, else the server's random-walker fallback."""
-    if refinement_model_dir:
-        loaded = ModelStore(refinement_model_dir).load_promoted()
+def refiner(args, device) -> Refiner:
+    """The promoted click network of --refinement-model-dir, else the server's random walker; with the
+    write-back settings given on the command line instead of its own."""
+    chosen = walker_refiner(args.intensity_guard, args.band_mm)
+    if args.refinement_model_dir:
+        loaded = ModelStore(args.refinement_model_dir).load_promoted()
         if loaded:
             from lib.interactive.network import click_network_from_state
 
             config, network = click_network_from_state(loaded[1])
-            return f"click_network {loaded[0]}", network_proposer(network, config, device), config.radius_mm
-    return ("random_walker" + (" + intensity guard" if intensity_guard else "") + (f" + {band_mm} mm band" if band_mm else ""),
-            random_walker_proposer(FALLBACK_RADIUS_MM, FALLBACK_BETA, intensity_guard, band_mm), FALLBACK_RADIUS_MM)
+            chosen = network_refiner(f"click_network {loaded[0]}", network, config, device)
+    overrides = {k: v for k, v in (("radius_mm", args.reach_mm), ("keep_connected", args.keep_connected),
+                                   ("follow_click_sign", args.follow_click_sign)) if v is not None}
+    chosen = replace(chosen, **overrides)
+    if args.intensity_guard:
+        chosen = replace(chosen, name=chosen.name + " + intensity guard")
+    if args.band_mm:
+        chosen = replace(chosen, name=chosen.name + f" + {args.band_mm} mm band")
+    return chosen
+
+
+def write_back(refiner: Refiner) -> str:
+    return (f"reach {refiner.radius_mm:g} mm, " + ("changes connected to the click" if refiner.keep_connected
+            else "every change within reach") + (", a positive click only adds and a negative one only removes"
+                                                 if refiner.follow_click_sign else ""))
 
 
 def simulated_automatic(labels: np.ndarray, spacing_zyx, rng) -> np.ndarray:
@@ -126,7 +143,7 @@ def automatic_result(image: sitk.Image, labels: np.ndarray, spacing_zyx, segment
 
 
 def accuracy(args, schema, device) -> dict:
-    name, propose, radius = proposer(args.refinement_model_dir, device, args.intensity_guard, args.band_mm)
+    refine_structure = refiner(args, device)
     per_structure: dict[str, dict] = {}
     start_kind = None
     for case, image, label_image in held_out_knees(args.knees, args.label_maps):
@@ -149,8 +166,8 @@ def accuracy(args, schema, device) -> dict:
                             if all(a <= c < b for c, a, b in zip(p, lo, hi))]
 
                 out = current.copy()
-                out[window] = refine_labels(image_array[window], current[window], value, local(fg), local(bg), spacing,
-                                            propose, radius, focus=local([last]), band_mm=args.band_mm)[0]
+                out[window] = refine_structure(image_array[window], current[window], value, local(fg), local(bg),
+                                               spacing, focus=local([last]), band_mm=args.band_mm)[0]
                 return out
 
             trace = run_clicks(start, truth == structure.value, structure.value, refine, spacing, args.max_clicks)
@@ -167,7 +184,8 @@ def accuracy(args, schema, device) -> dict:
         clicks, target = TARGETS[entry["kind"]]
         entry["target"] = {"clicks": clicks, "dice": target,
                            "met": bool(entry["mean_dice_after_clicks"][clicks] >= target)}
-    return {"refinement": name, "automatic_result": start_kind, "structures": per_structure}
+    return {"refinement": refine_structure.name, "write_back": write_back(refine_structure),
+            "automatic_result": start_kind, "structures": per_structure}
 
 
 def dess_latency(args, schema) -> dict:
@@ -250,7 +268,7 @@ def markdown(result: dict) -> str:
     acc = result.get("accuracy")
     lines = [f"Machine: {result['machine']}; device {result['device']}", ""]
     if acc:
-        lines += [f"Refinement: {acc['refinement']}; automatic result: {acc['automatic_result']}; "
+        lines += [f"Refinement: {acc['refinement']} ({acc['write_back']}); automatic result: {acc['automatic_result']}; "
                   f"knees: {', '.join(result['knees'])}", "",
                   "| structure | Dice start | 1 | 2 | 3 | 5 | 10 clicks | target | met | compute p50 / p95 s |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -281,7 +299,13 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-clicks", type=int, default=10)
     parser.add_argument("--intensity-guard", action="store_true", help="random walker with the intensity guard")
-    parser.add_argument("--band-mm", type=float, default=0.0, help="random walker: also free the boundary band")
+    parser.add_argument("--band-mm", type=float, default=0.0, help="also free the boundary band (mm) in the ROI")
+    # Write-back settings (default: the click network's own, or the walker's): for comparing them.
+    parser.add_argument("--reach-mm", type=float, help="how far from the click a change may reach")
+    parser.add_argument("--keep-connected", action=argparse.BooleanOptionalAction,
+                        help="keep only the changes connected to the click")
+    parser.add_argument("--follow-click-sign", action=argparse.BooleanOptionalAction,
+                        help="a positive click may only add voxels, a negative one only remove them")
     parser.add_argument("--dess", default=str(DESS))
     parser.add_argument("--no-dess", action="store_true")
     parser.add_argument("--dess-clicks", type=int, default=21)
@@ -289,6 +313,10 @@ def main(argv=None) -> int:
                         help="measure the DESS latency while the server trains the click network")
     parser.add_argument("--out-dir", default=str(ROOT / ".kneeai" / "bench"))
     args = parser.parse_args(argv)
+    overrides = (args.reach_mm, args.keep_connected, args.follow_click_sign)
+    if any(v is not None for v in overrides) and not args.no_dess:
+        parser.error("--reach-mm/--keep-connected/--follow-click-sign change the in-process accuracy run only "
+                     "(the server refines with its network's own settings): add --no-dess")
 
     import torch
 
