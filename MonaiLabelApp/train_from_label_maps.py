@@ -252,6 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
         "validation_dice": summary.get("val_dice", metrics.get("dice")),
         "validation": metrics.get("validation", "Dice of the segmentation on the validation images"),
         "random_walker_validation": metrics.get("random_walker_baseline"),  # knee_refinement only
+        "promotion_bar": metrics.get("promotion_bar"),  # knee_refinement only: what it had to beat
         "validation_history": [{k: h[k] for k in ("epoch", "loss", "mean_dice") if k in h}
                                for h in metrics.get("history", [])],
         "seconds": {"synthesis": round(synthesis_s, 1), "training": round(training_s, 1),

@@ -109,8 +109,12 @@ class ModelStore:
         current = self.promoted()
         if current is not None and float(current.get("mean_dice", -1.0)) > mean_dice:
             return False
-        write_json_atomically(self.root / "promoted.json", {"version": version, "mean_dice": mean_dice})
+        self.promote(version, mean_dice)
         return True
+
+    def promote(self, version: str, mean_dice: float) -> None:
+        """Promotes ``version``: for a caller that compared it with the promoted one itself."""
+        write_json_atomically(self.root / "promoted.json", {"version": version, "mean_dice": mean_dice})
 
     def load_promoted(self, map_location: str | torch.device = "cpu") -> tuple[str, dict] | None:
         info = self.promoted()

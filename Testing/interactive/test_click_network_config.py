@@ -54,3 +54,27 @@ def test_the_reach_of_networks_a_server_trains_is_a_conf_option():
     for bad in ("0", "500"):
         with pytest.raises(ValueError, match="refinement_reach_mm"):
             click_config_from_conf({"refinement_reach_mm": bad})
+
+
+def test_a_new_version_must_beat_the_promoted_network_measured_again_on_the_same_cases(schema, tmp_path):
+    """The stored score of the promoted network is stale (0.0, as if measured on other cases). A run
+    that cannot change the weights (learning rate 0, fine-tuning the promoted one) validates exactly
+    as the promoted network does, so it must not be promoted; comparing with the stored 0.0 would."""
+    from monailabel.datastore.local import LocalDatastore
+
+    store = ModelStore(tmp_path / "refinement")
+    config = ClickNetConfig(init_filters=8, patch=(16, 32, 32))
+    incumbent = store.new_version()
+    store.save(incumbent, click_state(config, build_click_network(config)), {"mean_dice": 0.0})
+    store.promote(incumbent, 0.0)
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    trainer = KneeRefinementTrainer(store, schema, "test", config)
+    summary = trainer({"max_epochs": 1, "iterations_per_epoch": 1, "batch_size": 1, "learning_rate": 0.0,
+                       "synthetic_cases": 2, "validation_clicks": 1, "init": "promoted", "device": "cpu"},
+                      LocalDatastore(str(studies), extensions=["*.nii.gz"], auto_reload=False))
+    assert summary["mean_dice"] == summary["promotion_bar"][incumbent] > 0.0
+    assert not summary["promoted"] and store.promoted()["version"] == incumbent
+    # The validation knee is the spare synthesised one: it has the structures OAI-ZIB knees lack.
+    validated = store.metrics(summary["version"])["dice"]
+    assert {"medial_meniscus", "fibula", "lateral_tibial_cartilage"} <= set(validated)
