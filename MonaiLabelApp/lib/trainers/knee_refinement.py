@@ -45,8 +45,8 @@ DEFAULTS = {
     "seed": 0,
     "init": "promoted",  # or "scratch"
 }
-# Of these, OAI-ZIB knees have femur and femoral and patellar cartilage; the rest come from the
-# synthesised knee kept for validation.
+# Of these, OAI-ZIB knees have femur and femoral and patellar cartilage; the rest are scored on knees
+# that label them (the synthesised knee kept for validation, submitted labels with menisci).
 VALIDATION_STRUCTURES = ("femur", "femoral_cartilage", "lateral_tibial_cartilage", "patellar_cartilage",
                          "medial_meniscus", "fibula")
 
