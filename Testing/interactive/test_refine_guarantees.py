@@ -44,6 +44,18 @@ def test_server_refinement_changes_only_background_and_the_structure(propose):
         assert new[5, 10, 10] == 0
 
 
+def test_the_clicked_voxels_change_even_when_the_proposer_returns_the_current_mask_itself():
+    """A proposer that proposes no change (an untrained network may) hands back its input array; the
+    clicks are still the truth at their voxels, and the input is not written through."""
+    labels = np.zeros((10, 20, 20), np.uint8)
+    labels[5, 5:15, 5:15] = 5
+    new, summary = refine_labels(np.zeros(labels.shape, np.float32), labels, 5, [(2, 2, 5)], [(10, 10, 5)],
+                                 (1.0, 1.0, 1.0), lambda image, current, fg, bg, spacing: current, radius_mm=6.0,
+                                 local_clicks_only=False)
+    assert new[5, 2, 2] == 5 and new[5, 10, 10] == 0
+    assert summary["added"] == 1 and summary["removed"] == 1
+
+
 def test_client_merge_never_touches_locked_or_other_segments_and_undo_restores_exactly():
     labels = _noisy_labels(2)
     before = labels.copy()

@@ -107,7 +107,8 @@ def refine_labels(image: np.ndarray, labels: np.ndarray, value: int, foreground,
     reach = near_clicks(block.shape, local_focus, spacing_zyx, radius_mm) | boundary_band(
         current, spacing_zyx, band_mm, bool(local_fg), bool(local_bg))
     editable = ((block == 0) | current) & reach
-    proposal = np.asarray(propose(image[box], current, local_fg, local_bg, tuple(spacing_zyx)), bool)
+    # A copy: the clicks are written into it below, and a proposer may hand back ``current`` itself.
+    proposal = np.array(propose(image[box], current, local_fg, local_bg, tuple(spacing_zyx)), bool)
     for (i, j, k), inside in [(p, True) for p in local_fg] + [(p, False) for p in local_bg]:
         proposal[k, j, i] = inside  # the user's click is the truth at its own voxel
     added = editable & proposal & ~current
