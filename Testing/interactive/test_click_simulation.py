@@ -107,3 +107,62 @@ def test_a_group_label_such_as_oai_zib_tibial_cartilage_is_trained_on():
     for seed in range(4):
         sample = training_sample(image, labels, (0.7, 0.4, 0.4), config, np.random.default_rng(seed), 3)
         assert sample is not None and sample[1].any(), f"seed {seed}: no sample of the group"
+
+
+def test_clicks_in_the_loop_place_the_next_click_on_what_the_refiner_left():
+    """Samples made the way the server is used: the first click's region is refined (here by an
+    oracle that fixes everything within its reach), so the next click goes to the OTHER error region,
+    and the mask the network sees is the refined one. A refiner that fixes nothing would leave the
+    next click in the first region."""
+    from lib.interactive.refine import Refiner
+    from lib.trainers.knee_refinement import _clicks_in_the_loop
+
+    truth = np.zeros((20, 40, 120), bool)
+    truth[8:12, 5:35, 5:115] = True  # a cartilage-like slab, 110 mm long at 1 mm voxels
+    mask = truth.copy()
+    mask[8:12, 5:35, 5:25] = False  # missed region A (the larger)
+    mask[8:12, 5:25, 95:115] = False  # missed region B, > 20 mm from A
+    image = truth.astype(np.float32)
+    oracle = Refiner("oracle", lambda image, current, fg, bg, spacing: image > 0.5, radius_mm=20.0,
+                     keep_connected=False, follow_click_sign=True)
+    refined, fg, bg, newest = _clicks_in_the_loop(image, mask, truth, (1.0, 1.0, 1.0), oracle, rounds=1)
+    assert not bg and len(fg) == 2 and newest == fg[-1]
+    first, second = fg
+    assert 5 <= first[0] < 25 and 95 <= second[0] < 115, (first, second)
+    assert refined[8:12, 5:35, 5:25].all() and not refined[8:12, 5:25, 95:115].any()
+
+    idle = Refiner("idle", lambda image, current, fg, bg, spacing: current, radius_mm=20.0)
+    _, fg, _, newest = _clicks_in_the_loop(image, mask, truth, (1.0, 1.0, 1.0), idle, rounds=1)
+    assert 5 <= newest[0] < 25, "nothing was refined, so the next click stays in region A"
+
+
+def test_a_training_sample_with_the_refiner_in_the_loop_is_centred_on_the_newest_click():
+    from lib.interactive.network import ClickNetConfig
+    from lib.interactive.refine import Refiner
+    from lib.trainers.knee_refinement import training_sample
+
+    labels = np.zeros((30, 80, 80), np.uint8)
+    labels[12:16, 10:70, 10:70] = 4
+    image = labels.astype(np.float32) / 4
+    config = ClickNetConfig(init_filters=8, patch=(16, 32, 32))
+    # Refines only the click's own voxel (the write-back forces it): the mask barely changes, so the
+    # newest click is still in an error region, and that is where the crop must be centred.
+    idle = Refiner("idle", lambda image, current, fg, bg, spacing: current, radius_mm=5.0)
+    centred = 0
+    for seed in range(6):
+        x, y = training_sample(image, labels, (1.0, 1.0, 1.0), config, np.random.default_rng(seed), 3, in_the_loop=idle)
+        z, yy, xx = (s // 2 for s in config.patch)
+        c = max([(z, yy, xx), (z, yy, config.patch[2] - 1 - xx)], key=lambda p: max(x[2][p], x[3][p]))  # flipped?
+        clicked = max(x[2][c], x[3][c]) == 1.0
+        wrong = x[1][c] != y[0][c]
+        centred += clicked and wrong
+        assert clicked, f"seed {seed}: no click at the crop's centre"
+    assert centred >= 4, "the crop must sit on the newest click, which lies in an error region"
+
+
+def test_mean_over_clicks_keeps_the_last_dice_when_the_structure_was_right_early():
+    from lib.trainers.knee_refinement import mean_over_clicks
+
+    assert mean_over_clicks([0.5, 1.0], 3) == 1.0
+    assert abs(mean_over_clicks([0.5, 0.9, 0.7, 0.8], 3) - 0.8) < 1e-9
+    assert abs(mean_over_clicks([0.5, 0.9, 0.7, 0.8, 0.1], 3) - 0.8) < 1e-9

@@ -39,7 +39,7 @@ def test_tiny_refinement_training_round_writes_a_version(training_server, tmp_pa
     assert stats.get("status") == "done", stats
     metrics = json.loads((refinement_dir / "versions" / "v0001" / "metrics.json").read_text())
     assert (refinement_dir / "versions" / "v0001" / "model.pt").is_file()
-    assert metrics["validation"] == "Dice after 1 simulated clicks" and metrics["dice"]
+    assert metrics["validation"] == "mean Dice over simulated clicks 1-1" and metrics["dice"]
     assert set(metrics["dice"]) <= set(VALIDATION_STRUCTURES)
     assert "random_walker_baseline" in metrics
     assert stats["version"] == "v0001"

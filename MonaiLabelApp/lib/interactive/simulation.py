@@ -81,6 +81,7 @@ class ClickTrace:
     dice: list[float] = field(default_factory=list)  # before any click, then after each click
     latency_s: list[float] = field(default_factory=list)
     clicks: list[dict] = field(default_factory=list)
+    labels: np.ndarray | None = None  # the label map after the last click
 
 
 def run_clicks(labels: np.ndarray, truth: np.ndarray, value: int, refine, spacing_zyx, max_clicks: int = 10,
@@ -101,4 +102,5 @@ def run_clicks(labels: np.ndarray, truth: np.ndarray, value: int, refine, spacin
         trace.latency_s.append(time.perf_counter() - started)
         trace.dice.append(dice(labels == value, truth))
         trace.clicks.append({"ijk": list(click.ijk), "positive": click.positive, "region_voxels": click.region_voxels})
+    trace.labels = labels
     return trace

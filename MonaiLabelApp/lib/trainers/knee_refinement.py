@@ -4,9 +4,11 @@ Samples: a labelled case (the datastore's final labels, i.e. every submitted cor
 ``synthetic_cases`` knees synthesised from procedural label maps), one structure, a plausible wrong
 mask of it (lib/interactive/simulation.corrupt), clicks at the centres of its largest error regions,
 a crop at the image's NATIVE resolution around the first click; target: the true structure.
-Validation runs the benchmark's protocol (3 clicks per structure, the network in the loop) on held-out
-cases; the mean Dice after the last click decides promotion: above the random walker's and the
-promoted network's on the same cases. Versions live in their own ModelStore.
+Half the samples are made the way the server is used: clicks one after another, each written back
+from the network being trained, and the sample is the state before the next click. Validation runs
+the benchmark's protocol (5 clicks per structure) on held-out cases; the mean Dice over those clicks
+decides promotion: above the random walker's and the promoted network's on the same cases. Versions
+live in their own ModelStore.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from scipy import ndimage
 
 from lib.infers.knee_segmentation import pick_device
+from lib.interactive.clicks import largest_error_click
 from lib.interactive.network import ClickNetConfig, build_click_network, click_network_from_state, click_state
 from lib.interactive.refine import Refiner, click_input, network_refiner, walker_refiner
 from lib.interactive.simulation import MAX_FALSE_BLOB_MM, corrupt, error_clicks, run_clicks, starting_labels
@@ -41,7 +44,10 @@ DEFAULTS = {
     "learning_rate": 1e-3,
     "max_clicks": 5,  # clicks per training sample: 1..max_clicks
     "synthetic_cases": 0,  # knees synthesised from procedural label maps, added to the datastore's
-    "validation_clicks": 3,
+    # Share of samples made by the serving protocol with the network being trained in the loop
+    # (training_sample): without them a network drifts over later clicks (BENCHMARKS.md, Interactive).
+    "clicks_in_the_loop": 0.5,
+    "validation_clicks": 5,
     "seed": 0,
     "init": "promoted",  # or "scratch"
 }
@@ -89,8 +95,15 @@ def sample_region(truth: np.ndarray, spacing_zyx, patch) -> tuple[slice, slice, 
     return tuple(slice(max(int(s.start - r), 0), min(int(s.stop + r), n)) for s, r, n in zip(box, reach, truth.shape))
 
 
-def training_sample(image, labels, spacing_zyx, config: ClickNetConfig, rng, max_clicks: int):
-    """(input (4, z, y, x), target (1, z, y, x)) or None when the case has no structure."""
+def training_sample(image, labels, spacing_zyx, config: ClickNetConfig, rng, max_clicks: int,
+                    in_the_loop: Refiner | None = None):
+    """(input (4, z, y, x), target (1, z, y, x)) or None when the case has no structure.
+
+    Without ``in_the_loop``: a corrupted mask and 1..max_clicks clicks on its error regions, all at
+    once. With it (the network being trained, as the server writes it back): the serving protocol,
+    1..max_clicks-1 clicks each refined in turn, then the next click on what that left; the sample
+    is that last state. Only so does the network see what it meets from the second click on: a mask
+    that earlier clicks already fixed (their clicks now lie in right regions) and its own errors."""
     counts = np.bincount(labels.ravel())  # np.unique sorts the whole volume: 10x slower
     # Group values too (OAI-ZIB's one tibial cartilage, 20): the network refines whatever structure its
     # mask channel shows, and without them it would never see tibial cartilage on OAI-ZIB knees.
@@ -103,12 +116,18 @@ def training_sample(image, labels, spacing_zyx, config: ClickNetConfig, rng, max
     region = sample_region(truth, spacing_zyx, config.patch)
     image, truth = image[region], truth[region]
     mask = corrupt(truth, spacing_zyx, rng)
-    fg, bg = error_clicks(mask, truth, spacing_zyx, int(rng.integers(1, max_clicks + 1)))
-    if not fg and not bg:  # nothing wrong: still teach "keep it", around a structure voxel
+    if in_the_loop is None:
+        fg, bg = error_clicks(mask, truth, spacing_zyx, int(rng.integers(1, max_clicks + 1)))
+        centre = (fg + bg)[0] if fg or bg else None
+    else:
+        mask, fg, bg, centre = _clicks_in_the_loop(image, mask, truth, spacing_zyx, in_the_loop,
+                                                   int(rng.integers(1, max(max_clicks, 2))))
+    if centre is None:  # nothing wrong: still teach "keep it", around a structure voxel
         idx = np.argwhere(truth)
         k, j, i = idx[int(rng.integers(len(idx)))]
-        fg = [(int(i), int(j), int(k))]
-    i, j, k = (fg + bg)[0]
+        centre = (int(i), int(j), int(k))
+        fg = fg + [centre]
+    i, j, k = centre
     crop_image, crop_mask, crop_truth = _crop([image, mask, truth], (k, j, i), config.patch)
     lo = np.array([k, j, i]) - np.array(config.patch) // 2
 
@@ -120,6 +139,31 @@ def training_sample(image, labels, spacing_zyx, config: ClickNetConfig, rng, max
     if rng.random() < 0.5:  # left-right flip; the clicks' maps flip with the image
         x, crop_truth = x[..., ::-1], crop_truth[..., ::-1]
     return np.ascontiguousarray(x), np.ascontiguousarray(crop_truth[None], dtype=np.float32)
+
+
+def mean_over_clicks(dice_trace: list[float], clicks: int) -> float:
+    """Mean Dice after clicks 1..``clicks`` of a trace (start first); a trace that stopped early
+    (the structure was right) keeps its last Dice for the clicks it did not need."""
+    after = dice_trace[1:] + [dice_trace[-1]] * (clicks + 1 - len(dice_trace))
+    return float(np.mean(after[:clicks]))
+
+
+def _clicks_in_the_loop(image, mask, truth, spacing_zyx, refiner: Refiner, rounds: int):
+    """(mask, positive clicks, negative clicks, newest click or None): ``rounds`` clicks of the
+    benchmark's protocol refined by ``refiner``, then the click a user would make next."""
+
+    def refine(current, fg, bg, last):
+        return refiner(image, current, 1, fg, bg, spacing_zyx, focus=[last])[0]
+
+    trace = run_clicks(mask.astype(np.uint8), truth, 1, refine, spacing_zyx, rounds)
+    mask = trace.labels == 1
+    fg = [tuple(c["ijk"]) for c in trace.clicks if c["positive"]]
+    bg = [tuple(c["ijk"]) for c in trace.clicks if not c["positive"]]
+    newest = largest_error_click(mask, truth, spacing_zyx)
+    if newest is None:
+        return mask, fg, bg, None
+    (fg if newest.positive else bg).append(newest.ijk)
+    return mask, fg, bg, newest.ijk
 
 
 class KneeRefinementTrainer(TrainTask):
@@ -183,15 +227,20 @@ class KneeRefinementTrainer(TrainTask):
         logger.info(f"To be promoted, a version must beat {bar}")
         best = {"mean_dice": -1.0}
         history = []
+        in_loop_share = float(options["clicks_in_the_loop"])
+        in_loop = network_refiner(version, network, config, device)
         for epoch in range(1, epochs + 1):
-            network.train()
             losses = []
             for _ in range(iterations):
+                network.eval()  # samples with the network in the loop see what the server would propose
                 batch = []
                 while len(batch) < int(options["batch_size"]):
-                    sample = training_sample(*train[int(rng.integers(len(train)))], config, rng, int(options["max_clicks"]))
+                    loop = in_loop if in_loop_share > 0 and rng.random() < in_loop_share else None
+                    sample = training_sample(*train[int(rng.integers(len(train)))], config, rng,
+                                             int(options["max_clicks"]), in_the_loop=loop)
                     if sample is not None:
                         batch.append(sample)
+                network.train()
                 x = torch.from_numpy(np.stack([b[0] for b in batch])).to(device)
                 y = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
                 with torch.autocast(device.type, enabled=use_amp):
@@ -204,7 +253,6 @@ class KneeRefinementTrainer(TrainTask):
                 losses.append(float(loss.detach()))
             network.eval()
             dice = self.validate(network_refiner(version, network, config, device), validation, clicks)
-            network.train()
             record = {"epoch": epoch, "loss": float(np.mean(losses)), **dice}
             history.append(record)
             if dice["mean_dice"] > best["mean_dice"]:
@@ -212,7 +260,7 @@ class KneeRefinementTrainer(TrainTask):
                 self.store.save(version, click_state(config, network), {
                     "version": version, "best_epoch": epoch, "mean_dice": dice["mean_dice"], "dice": dice["dice"],
                     "options": options, "config": config.to_dict(),
-                    "validation": f"Dice after {options['validation_clicks']} simulated clicks",
+                    "validation": f"mean Dice over simulated clicks 1-{options['validation_clicks']}",
                     "random_walker_baseline": baseline, "promotion_bar": bar,
                     "seconds": round(time.time() - started, 1), "history": history})
                 if dice["mean_dice"] > max(bar.values()):
@@ -240,7 +288,10 @@ class KneeRefinementTrainer(TrainTask):
         return self.default_config, build_click_network(self.default_config)
 
     def validate(self, refiner: Refiner, cases, clicks: int) -> dict[str, Any]:
-        """Dice after ``clicks`` simulated clicks from a corrupted start, per structure (the benchmark's protocol)."""
+        """The benchmark's protocol from a corrupted start, per structure: the mean Dice over clicks
+        1..``clicks`` (a structure that reaches the truth keeps its Dice). The mean over clicks, not
+        the Dice after the last one, so that a refiner which gains early and then drifts, or gains
+        only late, scores below one that gains early and keeps it."""
         rng = np.random.default_rng(1234)  # the same starting masks every epoch, and for the baseline
         per: dict[str, list[float]] = {}
         for image, labels, spacing in cases:
@@ -255,6 +306,6 @@ class KneeRefinementTrainer(TrainTask):
                     return refiner(image, current, value, fg, bg, spacing, focus=[last])[0]
 
                 trace = run_clicks(start, truth, value, refine, spacing, clicks)
-                per.setdefault(key, []).append(trace.dice[-1])
+                per.setdefault(key, []).append(mean_over_clicks(trace.dice, clicks))
         dice = {k: round(float(np.mean(v)), 4) for k, v in per.items()}
         return {"dice": dice, "mean_dice": float(np.mean(list(dice.values()))) if dice else 0.0}
