@@ -152,6 +152,15 @@ class Refiner:
                              self.radius_mm, local_clicks_only=self.keep_connected, focus=focus, band_mm=band_mm,
                              follow_click_sign=self.follow_click_sign)
 
+    def click_step(self, image, value, spacing_zyx):
+        """``refine(labels, foreground, background, newest) -> labels``, one click of the simulated
+        user's protocol (lib/interactive/simulation.run_clicks) as the server answers it."""
+
+        def refine(labels, foreground, background, newest):
+            return self(image, labels, value, foreground, background, spacing_zyx, focus=[newest])[0]
+
+        return refine
+
 
 def walker_refiner(intensity_guard: bool = False, band_mm: float = 0.0) -> Refiner:
     """What the server runs until a click network is promoted."""

@@ -5,7 +5,8 @@ Samples: a labelled case (the datastore's final labels, i.e. every submitted cor
 mask of it (lib/interactive/simulation.corrupt), clicks at the centres of its largest error regions,
 a crop at the image's NATIVE resolution around the first click; target: the true structure.
 Half the samples are made the way the server is used: clicks one after another, each written back
-from the network being trained, and the sample is the state before the next click. Validation runs
+from the network being trained, and the sample is the state before the next click (the crop around
+that click). Validation runs
 the benchmark's protocol (5 clicks per structure) on held-out cases; the mean Dice over those clicks
 decides promotion: above the random walker's and the promoted network's on the same cases. Versions
 live in their own ModelStore.
@@ -151,11 +152,7 @@ def mean_over_clicks(dice_trace: list[float], clicks: int) -> float:
 def _clicks_in_the_loop(image, mask, truth, spacing_zyx, refiner: Refiner, rounds: int):
     """(mask, positive clicks, negative clicks, newest click or None): ``rounds`` clicks of the
     benchmark's protocol refined by ``refiner``, then the click a user would make next."""
-
-    def refine(current, fg, bg, last):
-        return refiner(image, current, 1, fg, bg, spacing_zyx, focus=[last])[0]
-
-    trace = run_clicks(mask.astype(np.uint8), truth, 1, refine, spacing_zyx, rounds)
+    trace = run_clicks(mask.astype(np.uint8), truth, 1, refiner.click_step(image, 1, spacing_zyx), spacing_zyx, rounds)
     mask = trace.labels == 1
     fg = [tuple(c["ijk"]) for c in trace.clicks if c["positive"]]
     bg = [tuple(c["ijk"]) for c in trace.clicks if not c["positive"]]
@@ -301,11 +298,7 @@ class KneeRefinementTrainer(TrainTask):
                 if not truth.any():
                     continue
                 start = starting_labels(labels, value, spacing, rng)
-
-                def refine(current, fg, bg, last):
-                    return refiner(image, current, value, fg, bg, spacing, focus=[last])[0]
-
-                trace = run_clicks(start, truth, value, refine, spacing, clicks)
+                trace = run_clicks(start, truth, value, refiner.click_step(image, value, spacing), spacing, clicks)
                 per.setdefault(key, []).append(mean_over_clicks(trace.dice, clicks))
         dice = {k: round(float(np.mean(v)), 4) for k, v in per.items()}
         return {"dice": dice, "mean_dice": float(np.mean(list(dice.values()))) if dice else 0.0}
