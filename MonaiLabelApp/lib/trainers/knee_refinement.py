@@ -225,14 +225,14 @@ class KneeRefinementTrainer(TrainTask):
         best = {"mean_dice": -1.0}
         history = []
         in_loop_share = float(options["clicks_in_the_loop"])
-        in_loop = network_refiner(version, network, config, device)
+        trained = network_refiner(version, network, config, device)  # the network being trained, as served
         for epoch in range(1, epochs + 1):
             losses = []
             for _ in range(iterations):
                 network.eval()  # samples with the network in the loop see what the server would propose
                 batch = []
                 while len(batch) < int(options["batch_size"]):
-                    loop = in_loop if in_loop_share > 0 and rng.random() < in_loop_share else None
+                    loop = trained if in_loop_share > 0 and rng.random() < in_loop_share else None
                     sample = training_sample(*train[int(rng.integers(len(train)))], config, rng,
                                              int(options["max_clicks"]), in_the_loop=loop)
                     if sample is not None:
@@ -249,7 +249,7 @@ class KneeRefinementTrainer(TrainTask):
                 scheduler.step()
                 losses.append(float(loss.detach()))
             network.eval()
-            dice = self.validate(network_refiner(version, network, config, device), validation, clicks)
+            dice = self.validate(trained, validation, clicks)
             record = {"epoch": epoch, "loss": float(np.mean(losses)), **dice}
             history.append(record)
             if dice["mean_dice"] > best["mean_dice"]:
