@@ -78,16 +78,18 @@ def parse_conf(pairs: list[str]) -> dict[str, str]:
 def machine_description(device) -> dict:
     import torch
 
+    from lib.precision import describe
+
     cpu = platform.processor()
     if Path("/proc/cpuinfo").exists():  # Linux: the model name is more telling than the architecture
         names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                  if line.startswith("model name")]
         cpu = names[0] if names else cpu
     info = {"device": str(device), "cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version()}
+            "torch": torch.__version__, "python": platform.python_version(),
+            "precision": describe(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
-        info["mixed_precision"] = True
     return info
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 import torch
-from monai.inferers import sliding_window_inference
 
+from lib.inference import predict_logits
 from lib.networks import SIZE_MULTIPLE, KneeNetworks
 from lib.transforms.postprocess import anatomical_cleanup
 from lib.transforms.working_grid import (
@@ -42,23 +42,6 @@ class SegmentationResult:
     timings: dict = field(default_factory=dict)
 
 
-def to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array))[None, None].to(device)
-
-
-def predict_logits(network: torch.nn.Module, image: np.ndarray, patch: tuple[int, int, int],
-                   single_pass_voxels: int, device: torch.device) -> torch.Tensor:
-    """Logits (C, z, y, x) for a normalised volume; one pass when it fits, else sliding windows."""
-    whole = tuple(int(np.ceil(s / SIZE_MULTIPLE) * SIZE_MULTIPLE) for s in image.shape)
-    roi = whole if int(np.prod(whole)) <= single_pass_voxels else patch
-    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
-        logits = sliding_window_inference(
-            to_tensor(image, device), roi_size=roi, sw_batch_size=1, predictor=network, overlap=0.25,
-            mode="gaussian",
-        )
-    return logits[0].float()
-
-
 def network_input(image: sitk.Image, box: Box, spacing) -> tuple[sitk.Image, np.ndarray]:
     """The image on a world-aligned grid of ``spacing`` over ``box``, and its normalised voxels."""
     working = resample(image, grid_for_box(box, spacing), sitk.sitkLinear, pixel_type=sitk.sitkFloat32)
@@ -77,8 +60,8 @@ class KneeSegmenter:
     def coarse(self, image: sitk.Image) -> tuple[sitk.Image, np.ndarray]:
         """The coarse label map on a coarse world-aligned grid covering the whole image."""
         coarse_image, array = network_input(image, world_box(image), self.config.coarse_spacing)
-        logits = predict_logits(self.networks.coarse, array, self.config.coarse_patch,
-                                self.config.single_pass_voxels, self.device)
+        logits = predict_logits(self.networks.coarse, array[None], self.config.coarse_patch,
+                                self.config.single_pass_voxels, self.device, SIZE_MULTIPLE)
         labels = logits.argmax(0).to(torch.uint8).cpu().numpy()
         return coarse_image, labels
 
@@ -90,8 +73,8 @@ class KneeSegmenter:
                     (np.sign(array) * np.abs(array) ** 0.8, False), (np.sign(array) * np.abs(array) ** 1.25, False)]
         total = None
         for variant, flipped in variants:
-            logits = predict_logits(self.networks.coarse, np.ascontiguousarray(variant, dtype=np.float32),
-                                    self.config.coarse_patch, self.config.single_pass_voxels, self.device)
+            logits = predict_logits(self.networks.coarse, variant[None], self.config.coarse_patch,
+                                    self.config.single_pass_voxels, self.device, SIZE_MULTIPLE)
             probs = torch.softmax(logits, dim=0).cpu().numpy()
             probs = probs[:, :, :, ::-1] if flipped else probs
             total = probs if total is None else total + probs
@@ -110,8 +93,8 @@ class KneeSegmenter:
     def fine_probabilities(self, image: sitk.Image, box: Box) -> tuple[np.ndarray, sitk.Image]:
         """Class probabilities (C, z, y, x) on a fine world-aligned grid over ``box``, and that grid."""
         fine_image, array = network_input(image, box, self.config.fine_spacing)
-        logits = predict_logits(self.networks.fine, array, self.config.fine_patch,
-                                self.config.single_pass_voxels, self.device)
+        logits = predict_logits(self.networks.fine, array[None], self.config.fine_patch,
+                                self.config.single_pass_voxels, self.device, SIZE_MULTIPLE)
         return torch.softmax(logits, dim=0).cpu().numpy(), fine_image
 
     def labels_on_original_grid(self, probs: np.ndarray, fine_image: sitk.Image, image: sitk.Image,

@@ -266,7 +266,7 @@ def start_background_training(client) -> bool:
 
 def markdown(result: dict) -> str:
     acc = result.get("accuracy")
-    lines = [f"Machine: {result['machine']}; device {result['device']}", ""]
+    lines = [f"Machine: {result['machine']}; device {result['device']}, {result['precision']}", ""]
     if acc:
         lines += [f"Refinement: {acc['refinement']} ({acc['write_back']}); automatic result: {acc['automatic_result']}; "
                   f"knees: {', '.join(result['knees'])}", "",
@@ -320,9 +320,11 @@ def main(argv=None) -> int:
 
     import torch
 
+    from lib.precision import describe
+
     device = torch.device(args.device)
     schema = KneeSchema.load()
-    result = {"machine": machine(), "device": str(device),
+    result = {"machine": machine(), "device": str(device), "precision": describe(device)["inference"],
               "knees": [f"phantom_{HELD_OUT_SEED + k}" for k in range(args.knees)] + [f"{p.name} ({c})" for p, c in args.label_maps]}
     if args.knees or args.label_maps:
         result["accuracy"] = accuracy(args, schema, device)

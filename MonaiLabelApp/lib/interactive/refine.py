@@ -18,10 +18,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from scipy import ndimage
 from skimage.segmentation import random_walker
 
+from lib.inference import predict_logits
 from lib.interactive.clicks import click_map
 from lib.interactive.network import SIZE_MULTIPLE, ClickNetConfig
 from lib.transforms.working_grid import normalize_intensity
@@ -31,6 +31,9 @@ from lib.transforms.working_grid import normalize_intensity
 FALLBACK_RADIUS_MM = 8.0
 FALLBACK_BETA = 3000.0
 SEED_RADIUS_MM = 1.5  # a click seeds a small ball, not a single voxel: one voxel barely pulls a walker
+
+# A click block up to this size (padded) runs in one forward pass: 20 mm at DESS resolution is 32x136x136.
+SINGLE_PASS_VOXELS = 2_000_000
 
 # (image, current mask, positive clicks, negative clicks, spacing_zyx) -> structure mask
 Proposer = Callable[[np.ndarray, np.ndarray, list, list, tuple], np.ndarray]
@@ -237,13 +240,8 @@ def network_proposer(network: torch.nn.Module, config: ClickNetConfig, device: t
 
     def propose(image, current, fg, bg, spacing_zyx):
         x = click_input(image, current, fg, bg, spacing_zyx, config.click_sigma_mm)
-        shape = x.shape[1:]
-        whole = tuple(int(np.ceil(s / SIZE_MULTIPLE) * SIZE_MULTIPLE) for s in shape)
-        roi = whole if int(np.prod(whole)) <= 2_000_000 else config.patch
-        with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
-            logits = sliding_window_inference(torch.from_numpy(x)[None].to(device), roi_size=roi, sw_batch_size=1,
-                                              predictor=network, overlap=0.25, mode="gaussian")
-        return (logits[0, 0].float() > 0).cpu().numpy()
+        logits = predict_logits(network, x, config.patch, SINGLE_PASS_VOXELS, device, SIZE_MULTIPLE)
+        return (logits[0] > 0).cpu().numpy()
 
     return propose
 

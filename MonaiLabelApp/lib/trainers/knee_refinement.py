@@ -34,6 +34,7 @@ from lib.interactive.network import ClickNetConfig, build_click_network, click_n
 from lib.interactive.refine import Refiner, click_input, network_refiner, walker_refiner
 from lib.interactive.simulation import MAX_FALSE_BLOB_MM, corrupt, error_clicks, run_clicks, starting_labels
 from lib.model_store import ModelStore
+from lib.precision import autocast, grad_scaler
 from lib.trainers.training_data import fixed_split, load_pair
 
 logger = logging.getLogger(__name__)
@@ -205,8 +206,7 @@ class KneeRefinementTrainer(TrainTask):
         optimizer = torch.optim.AdamW(network.parameters(), lr=float(options["learning_rate"]), weight_decay=1e-5)
         epochs, iterations = int(options["max_epochs"]), int(options["iterations_per_epoch"])
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * iterations))
-        use_amp = device.type == "cuda"
-        scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+        scaler = grad_scaler(device)
         logger.info(f"Training refinement {version} on {device}: {len(train)} train / {len(validation)} validation cases")
         # A network is promoted only when it beats what the server runs without one (the random walker)
         # on the same held-out protocol: training must never make interactive correction worse.
@@ -240,8 +240,9 @@ class KneeRefinementTrainer(TrainTask):
                 network.train()
                 x = torch.from_numpy(np.stack([b[0] for b in batch])).to(device)
                 y = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
-                with torch.autocast(device.type, enabled=use_amp):
-                    loss = loss_fn(network(x), y)
+                with autocast(device, training=True):
+                    logits = network(x)
+                loss = loss_fn(logits.float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)

@@ -24,6 +24,7 @@ from lib.infers.knee_segmentation import pick_device
 from lib.losses import UnionAwareDiceCELoss
 from lib.model_store import ModelStore
 from lib.networks import KneeModelConfig, KneeNetworks
+from lib.precision import autocast, grad_scaler
 from lib.segmenter import JOINT_KINDS, KneeSegmenter
 from lib.trainers.training_data import augment, fixed_split, load_pair, prepare_case, random_crop
 
@@ -80,8 +81,7 @@ class KneeSegmentationTrainer(TrainTask):
         max_epochs = int(options["max_epochs"])
         iterations = int(options["iterations_per_epoch"]) or max(8, len(cases))
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs * iterations)
-        use_amp = device.type == "cuda"
-        scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+        scaler = grad_scaler(device)
 
         best: dict[str, Any] = {"mean_dice": -1.0}
         history = []
@@ -99,9 +99,9 @@ class KneeSegmentationTrainer(TrainTask):
                     x, y = augment(*random_crop(image, labels, patch, rng), rng)
                     x = torch.from_numpy(x)[None, None].to(device)
                     y = torch.from_numpy(y.astype(np.int64))[None].to(device)
-                    with torch.autocast(device.type, enabled=use_amp):
+                    with autocast(device, training=True):
                         logits = net(x)
-                    loss = loss + loss_fn(logits, y)
+                    loss = loss + loss_fn(logits.float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
