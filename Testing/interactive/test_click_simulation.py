@@ -166,3 +166,13 @@ def test_mean_over_clicks_keeps_the_last_dice_when_the_structure_was_right_early
     assert mean_over_clicks([0.5, 1.0], 3) == 1.0
     assert abs(mean_over_clicks([0.5, 0.9, 0.7, 0.8], 3) - 0.8) < 1e-9
     assert abs(mean_over_clicks([0.5, 0.9, 0.7, 0.8, 0.1], 3) - 0.8) < 1e-9
+
+
+def test_one_synthesised_knee_in_four_validates_and_one_always_trains():
+    from lib.trainers.knee_refinement import split_synthetic
+
+    assert split_synthetic([]) == ([], [])
+    assert split_synthetic(["a"]) == (["a"], [])  # one knee trains (the trainer validates on what it has)
+    assert split_synthetic(list("ab")) == (["a"], ["b"])
+    assert split_synthetic(list("abcdef")) == (list("abcde"), ["f"])  # the first knees train as before
+    assert split_synthetic(list("abcdefgh")) == (list("abcdef"), ["g", "h"])
