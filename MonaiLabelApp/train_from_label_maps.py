@@ -25,8 +25,9 @@
 ``--model knee_refinement`` trains the click network instead (the server's ``knee_refinement`` task, in
 WORKDIR/model_refinement) on the same kind of datastore, kept on the label maps' own grids by default
 (the network works at the image's native resolution); its validation is the click benchmark's protocol
-(Dice after 3 simulated clicks on the validation knees) and its record holds the random walker's
-Dice on the same clicks, which a version must beat to be promoted.
+(mean Dice over simulated clicks 1-5 on the validation knees) and its record holds the random walker's
+Dice on the same clicks, which a version must beat to be promoted. ``--train-option KEY=VALUE`` passes
+any other option of the training request (e.g. ``clicks_in_the_loop=0.75``).
 """
 
 from __future__ import annotations
@@ -60,6 +61,27 @@ from lib.evaluation.training_datastore import (  # noqa: E402
 from lib.model_store import read_json, write_json_atomically  # noqa: E402
 
 MODEL = "knee_segmentation"
+
+
+def parse_train_options(pairs: list[str], known: dict) -> dict[str, str]:
+    """``--train-option KEY=VALUE`` pairs; every key must be an option of the training task (its /train
+    defaults, ``known``), so a misspelt one stops the run instead of being ignored."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in known:
+            raise SystemExit(f"--train-option {pair!r}: expected key=value with key one of {sorted(known)}")
+        options[key] = value
+    return options
+
+
+def training_defaults(model: str) -> dict:
+    """The training request's options and defaults of ``model``'s train task (what its /info shows)."""
+    if model == MODEL:
+        from lib.trainers.knee_segmentation import DEFAULTS
+    else:
+        from lib.trainers.knee_refinement import DEFAULTS
+    return DEFAULTS
 
 
 def parse_conf(pairs: list[str]) -> dict[str, str]:
@@ -138,6 +160,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="seed of synthesis and training (default 0)")
     parser.add_argument("--device", help="cpu to force the CPU (default: the GPU when present)")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="server --conf option")
+    parser.add_argument("--train-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other option of the training request (e.g. clicks_in_the_loop=0.75 for "
+                             "knee_refinement; the task's /info config lists them); applied last")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -145,6 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = Path(args.out).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     conf = parse_conf(args.conf)
+    train_options = parse_train_options(args.train_option, training_defaults(args.model))
     config = model_config_from_conf(conf) if args.model == MODEL else click_config_from_conf(conf)
     if args.working_spacing_mm is not None:
         spacing_mm = args.working_spacing_mm
@@ -216,6 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
         request["learning_rate"] = args.learning_rate
     if args.device:
         request["device"] = args.device
+    request.update(train_options)
     t1 = time.time()
     summary = app.train(request)
     training_s = time.time() - t1

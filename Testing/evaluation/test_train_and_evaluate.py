@@ -124,9 +124,11 @@ def test_click_network_trains_through_the_same_command(label_dir, tmp_path):
     record = train_from_label_maps.main([
         str(label_dir), "--convention", "oai_zib", "--out", str(tmp_path), "--fold", "0", "--folds", "3",
         "--model", "knee_refinement", "--variants", "1", "--epochs", "1", "--iterations-per-epoch", "2",
-        "--seed", "5", "--device", "cpu", "--conf", "refinement_filters=8", "--conf", "refinement_patch=16,32,32"])
+        "--seed", "5", "--device", "cpu", "--conf", "refinement_filters=8", "--conf", "refinement_patch=16,32,32",
+        "--train-option", "validation_clicks=2"])
     store = ModelStore(tmp_path / "model_refinement")
     assert store.versions() == ["v0001"] and record["model"] == "knee_refinement"
+    assert record["validation"] == "mean Dice over simulated clicks 1-2"  # --train-option reached the task
     assert record["working_spacing_mm"] == 0.0 and record["model_config"]["init_filters"] == 8
     assert not set(record["train_knees"]) & set(record["test_knees_never_read"])
     assigned = read_json(tmp_path / "model_refinement" / "split.json")["assigned"]
@@ -141,6 +143,15 @@ def test_click_network_trains_through_the_same_command(label_dir, tmp_path):
     assert record["promoted"] is beat
     image = sitk.ReadImage(str(next((tmp_path / "studies").glob("*.nii.gz"))))
     assert np.allclose(image.GetSpacing(), SPACING_MM)  # the maps' own (here downsampled) grid
+
+
+def test_an_unknown_training_option_stops_the_run_before_any_work(label_dir, tmp_path):
+    import train_from_label_maps
+
+    with pytest.raises(SystemExit, match="clicks_in_the_loop"):  # the message lists the known options
+        train_from_label_maps.main([str(label_dir), "--convention", "oai_zib", "--out", str(tmp_path / "w"),
+                                    "--model", "knee_refinement", "--train-option", "clicks_in_loop=0.75"])
+    assert not (tmp_path / "w" / "studies").exists()
 
 
 @pytest.fixture(scope="module")
