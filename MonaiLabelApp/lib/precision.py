@@ -31,29 +31,30 @@ def reduced_dtype(device: torch.device) -> torch.dtype | None:
     return None
 
 
-def autocast(device: torch.device, training: bool = False) -> torch.autocast:
-    """The autocast context for a forward pass on ``device`` (disabled where float32 is faster).
-
-    ``training``: a forward pass whose backward follows. Only the GPU's float16 then: on this CPU a
-    bfloat16 backward pass gave non-finite weight gradients on some batches (oneDNN, torch 2.13; a
-    3D convolution of the deepest level), so training on the CPU computes in float32."""
+def training_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a forward pass whose backward follows, or None for float32. Only the
+    GPU's float16: on this CPU a bfloat16 backward pass gave non-finite weight gradients on some
+    batches (oneDNN, torch 2.13; a 3D convolution of the deepest level), so CPU training is float32."""
     dtype = reduced_dtype(device)
-    if training and dtype == torch.bfloat16:
-        dtype = None
+    return dtype if dtype == torch.float16 else None
+
+
+def autocast(device: torch.device, training: bool = False) -> torch.autocast:
+    """The autocast context for a forward pass on ``device`` (disabled where float32 is faster);
+    ``training``: one whose backward follows (``training_dtype``)."""
+    dtype = training_dtype(device) if training else reduced_dtype(device)
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def describe(device: torch.device) -> dict[str, str]:
     """What a run on ``device`` computes in, for records and benchmark reports."""
-    inference = reduced_dtype(device)
-    training = inference if inference == torch.float16 else None
-    return {"inference": str(inference or torch.float32).removeprefix("torch."),
-            "training": str(training or torch.float32).removeprefix("torch.")}
+    return {"inference": str(reduced_dtype(device) or torch.float32).removeprefix("torch."),
+            "training": str(training_dtype(device) or torch.float32).removeprefix("torch.")}
 
 
 def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
-    """Loss scaling for float16 only: bfloat16 has float32's exponent range, float32 needs none."""
-    return torch.amp.GradScaler(device.type, enabled=reduced_dtype(device) == torch.float16)
+    """Loss scaling when training in float16 (its gradients underflow); float32 needs none."""
+    return torch.amp.GradScaler(device.type, enabled=training_dtype(device) == torch.float16)
 
 
 def fast_layout(x: torch.Tensor) -> torch.Tensor:
