@@ -3,7 +3,7 @@
     .venv/bin/python Testing/benchmarks/click_benchmark.py [--knees 3] [--label-maps FILE=CONVENTION ...]
         [--refinement-model-dir DIR] [--segmentation-model-dir DIR] [--device cpu|cuda] [--max-clicks 10]
         [--dess PATH | --no-dess] [--during-training] [--out-dir .kneeai/bench]
-        [--reach-mm R] [--[no-]keep-connected] [--[no-]follow-click-sign]   (with --no-dess)
+        [--reach-mm R] [--[no-]keep-connected] [--[no-]follow-click-sign] [--oracle]   (with --no-dess)
 
 1. Accuracy (held-out knees, in process, the server's own refinement code): knees synthesised from
    label maps (procedural phantoms with seeds no training uses, plus any --label-maps, e.g. the real
@@ -22,7 +22,8 @@
    to compare with a training process at normal priority.
 The refinement is the click network promoted in --refinement-model-dir, else the random walker, each
 written back as it is on the server; --reach-mm and the two switches compare other write-backs
-in process (lib/interactive/refine.Refiner).
+in process (lib/interactive/refine.Refiner). --oracle replaces the proposer by the truth, written back
+the same way: the ceiling that a write-back allows (what a perfect network would reach), not a refiner.
 Writes click_benchmark.json and click_benchmark.md under --out-dir; figures go to
 BENCHMARKS.md (Interactive).
 """
@@ -87,6 +88,13 @@ def refiner(args, device) -> Refiner:
     return chosen
 
 
+def oracle(refiner: Refiner) -> Refiner:
+    """``refiner``'s write-back around a proposer that knows the truth: ``accuracy`` hands it the
+    structure's true mask in place of the image."""
+    return replace(refiner, name=f"oracle (the truth as proposal; {refiner.name}'s write-back)",
+                   propose=lambda truth, current, fg, bg, spacing_zyx: truth > 0.5)
+
+
 def write_back(refiner: Refiner) -> str:
     return (f"reach {refiner.radius_mm:g} mm, " + ("changes connected to the click" if refiner.keep_connected
             else "every change within reach") + (", a positive click only adds and a negative one only removes"
@@ -143,7 +151,7 @@ def automatic_result(image: sitk.Image, labels: np.ndarray, spacing_zyx, segment
 
 
 def accuracy(args, schema, device) -> dict:
-    refine_structure = refiner(args, device)
+    refine_structure = oracle(refiner(args, device)) if args.oracle else refiner(args, device)
     per_structure: dict[str, dict] = {}
     start_kind = None
     for case, image, label_image in held_out_knees(args.knees, args.label_maps):
@@ -155,8 +163,9 @@ def accuracy(args, schema, device) -> dict:
         for structure in schema.structures:
             if not (truth == structure.value).any():
                 continue
+            seen = (truth == structure.value).astype(np.float32) if args.oracle else image_array
 
-            def refine(current, fg, bg, last, value=structure.value):
+            def refine(current, fg, bg, last, value=structure.value, seen=seen):
                 # What the server gets: the client's ROI around the newest click and the clicks in it.
                 lo, hi = roi_around(last, current.shape, spacing[::-1])
                 window = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
@@ -166,7 +175,7 @@ def accuracy(args, schema, device) -> dict:
                             if all(a <= c < b for c, a, b in zip(p, lo, hi))]
 
                 out = current.copy()
-                out[window] = refine_structure(image_array[window], current[window], value, local(fg), local(bg),
+                out[window] = refine_structure(seen[window], current[window], value, local(fg), local(bg),
                                                spacing, focus=local([last]), band_mm=args.band_mm)[0]
                 return out
 
@@ -306,6 +315,8 @@ def main(argv=None) -> int:
                         help="keep only the changes connected to the click")
     parser.add_argument("--follow-click-sign", action=argparse.BooleanOptionalAction,
                         help="a positive click may only add voxels, a negative one only remove them")
+    parser.add_argument("--oracle", action="store_true",
+                        help="the truth as the proposal, written back as the refiner would: the write-back's ceiling")
     parser.add_argument("--dess", default=str(DESS))
     parser.add_argument("--no-dess", action="store_true")
     parser.add_argument("--dess-clicks", type=int, default=21)
@@ -314,8 +325,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out-dir", default=str(ROOT / ".kneeai" / "bench"))
     args = parser.parse_args(argv)
     overrides = (args.reach_mm, args.keep_connected, args.follow_click_sign)
-    if any(v is not None for v in overrides) and not args.no_dess:
-        parser.error("--reach-mm/--keep-connected/--follow-click-sign change the in-process accuracy run only "
+    if (any(v is not None for v in overrides) or args.oracle) and not args.no_dess:
+        parser.error("--reach-mm/--keep-connected/--follow-click-sign/--oracle change the in-process accuracy run only "
                      "(the server refines with its network's own settings): add --no-dess")
 
     import torch
