@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[2]
 for path in (ROOT / "MonaiLabelApp", ROOT / "KneeAI", ROOT / "Testing"):
@@ -150,6 +151,24 @@ def automatic_result(image: sitk.Image, labels: np.ndarray, spacing_zyx, segment
     return "simulated (corrupted truth)", simulated_automatic(labels, spacing_zyx, rng)
 
 
+def where_changes_went(before: np.ndarray, after: np.ndarray, truth: np.ndarray, click, spacing_zyx) -> dict:
+    """One update's changed voxels, split into those inside the error region the click was placed in
+    (all fixes) and the others ("collateral": fixed or broken). Within the client's ROI around the
+    click, which holds every change the server may make."""
+    lo, hi = roi_around(click.ijk, before.shape, spacing_zyx[::-1])
+    window = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+    was, now, true = before[window], after[window], truth[window]
+    errors = (true & ~was) if click.positive else (was & ~true)
+    components, _ = ndimage.label(errors)
+    i, j, k = (c - a for c, a in zip(click.ijk, lo))
+    region = components == components[k, j, i] if components[k, j, i] else np.zeros(was.shape, bool)
+    changed = was != now
+    fixed = changed & (now == true)
+    return {"in_region_fixed": int(np.count_nonzero(changed & region)),
+            "collateral_fixed": int(np.count_nonzero(fixed & ~region)),
+            "collateral_broken": int(np.count_nonzero(changed & ~fixed))}
+
+
 def accuracy(args, schema, device) -> dict:
     refine_structure = oracle(refiner(args, device)) if args.oracle else refiner(args, device)
     per_structure: dict[str, dict] = {}
@@ -179,10 +198,17 @@ def accuracy(args, schema, device) -> dict:
                                                spacing, focus=local([last]), band_mm=args.band_mm)[0]
                 return out
 
-            trace = run_clicks(start, truth == structure.value, structure.value, refine, spacing, args.max_clicks)
+            changes = []
+
+            def observe(before, after, click, value=structure.value, changes=changes):
+                changes.append(where_changes_went(before == value, after == value, truth == value, click, spacing))
+
+            trace = run_clicks(start, truth == structure.value, structure.value, refine, spacing, args.max_clicks,
+                               observe=observe)
             print(f"{case} {structure.key}: Dice {[round(d, 3) for d in trace.dice]}", flush=True)
             entry = per_structure.setdefault(structure.key, {"kind": structure.kind, "cases": []})
-            entry["cases"].append({"case": case, "dice": trace.dice, "latency_s": trace.latency_s})
+            entry["cases"].append({"case": case, "dice": trace.dice, "latency_s": trace.latency_s,
+                                   "clicks": [{**c, **t} for c, t in zip(trace.clicks, changes)]})
     for entry in per_structure.values():
         # A case that reached the truth before the last click keeps its last Dice for the later clicks.
         padded = [c["dice"] + [c["dice"][-1]] * (args.max_clicks + 1 - len(c["dice"])) for c in entry["cases"]]
@@ -190,6 +216,8 @@ def accuracy(args, schema, device) -> dict:
         latencies = [t for c in entry["cases"] for t in c["latency_s"]]
         entry["latency_p50_s"] = round(float(np.percentile(latencies, 50)), 4) if latencies else None
         entry["latency_p95_s"] = round(float(np.percentile(latencies, 95)), 4) if latencies else None
+        entry["changed_voxels"] = {key: sum(c[key] for case in entry["cases"] for c in case["clicks"])
+                                   for key in ("in_region_fixed", "collateral_fixed", "collateral_broken")}
         clicks, target = TARGETS[entry["kind"]]
         entry["target"] = {"clicks": clicks, "dice": target,
                            "met": bool(entry["mean_dice_after_clicks"][clicks] >= target)}
@@ -288,6 +316,12 @@ def markdown(result: dict) -> str:
             lines.append(f"| {key} | " + " | ".join(f"{v:.3f}" for v in pick)
                          + f" | ≥ {t['dice']} @ {t['clicks']} | {'yes' if t['met'] else 'no'} | "
                          f"{e['latency_p50_s']} / {e['latency_p95_s']} |")
+        lines += ["", "Where the clicks' changes went (voxels, all cases and clicks): inside the error region "
+                  "the click was placed in (fixes) / elsewhere, fixed / elsewhere, broken", "",
+                  "| structure | in the clicked region | collateral fixed | collateral broken |", "| --- | --- | --- | --- |"]
+        for key, e in acc["structures"].items():
+            v = e["changed_voxels"]
+            lines.append(f"| {key} | {v['in_region_fixed']} | {v['collateral_fixed']} | {v['collateral_broken']} |")
     dess = result.get("dess_latency")
     if dess:
         during = (f", while the server trains in the background (task niceness {dess['background_niceness']})"

@@ -68,8 +68,14 @@ def test_error_clicks_visit_regions_largest_first_and_run_clicks_reaches_the_tru
         out[components == components[k, j, i]] = 3
         return out
 
-    trace = run_clicks(labels, truth, 3, oracle, (1, 1, 1), max_clicks=10)
+    seen = []
+    trace = run_clicks(labels, truth, 3, oracle, (1, 1, 1), max_clicks=10,
+                       observe=lambda before, after, click: seen.append((before.copy(), after.copy(), click)))
     assert len(trace.latency_s) == 2 and trace.dice[-1] == 1.0 and trace.dice[0] == 0.0
+    # The observer sees each update: the map before it, the map it returned, and its click.
+    assert [c.ijk for _, _, c in seen] == [(4, 4, 4), (13, 13, 13)]
+    assert not seen[0][0].any() and np.array_equal(seen[0][1], seen[1][0])
+    assert np.array_equal(seen[1][1], trace.labels)
 
 
 def test_a_training_sample_is_the_same_as_from_the_whole_volume(monkeypatch):

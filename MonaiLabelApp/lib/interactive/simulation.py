@@ -85,9 +85,10 @@ class ClickTrace:
 
 
 def run_clicks(labels: np.ndarray, truth: np.ndarray, value: int, refine, spacing_zyx, max_clicks: int = 10,
-               stop_dice: float = 0.999) -> ClickTrace:
+               stop_dice: float = 0.999, observe=None) -> ClickTrace:
     """The benchmark protocol. ``refine(labels, foreground, background, last) -> labels`` gets the
-    current label map, ALL clicks so far for the structure (as the client sends them) and the newest."""
+    current label map, ALL clicks so far for the structure (as the client sends them) and the newest.
+    ``observe(before, after, click)``, when given, sees every update outside the timed part."""
     trace = ClickTrace(dice=[dice(labels == value, truth)])
     fg, bg = [], []
     for _ in range(max_clicks):
@@ -98,8 +99,10 @@ def run_clicks(labels: np.ndarray, truth: np.ndarray, value: int, refine, spacin
             break
         (fg if click.positive else bg).append(click.ijk)
         started = time.perf_counter()
-        labels = refine(labels, list(fg), list(bg), click.ijk)
+        before, labels = labels, refine(labels, list(fg), list(bg), click.ijk)
         trace.latency_s.append(time.perf_counter() - started)
+        if observe is not None:
+            observe(before, labels, click)
         trace.dice.append(dice(labels == value, truth))
         trace.clicks.append({"ijk": list(click.ijk), "positive": click.positive, "region_voxels": click.region_voxels})
     trace.labels = labels
