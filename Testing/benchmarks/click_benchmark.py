@@ -151,12 +151,18 @@ def automatic_result(image: sitk.Image, labels: np.ndarray, spacing_zyx, segment
     return "simulated (corrupted truth)", simulated_automatic(labels, spacing_zyx, rng)
 
 
+def roi_window(click_ijk, shape_kji, spacing_zyx):
+    """(lower, upper) voxel indices (i, j, k; upper exclusive) of the client's ROI around a click, and
+    the array slices (k, j, i) that cut it."""
+    lo, hi = roi_around(click_ijk, shape_kji, spacing_zyx[::-1])
+    return lo, hi, (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+
+
 def where_changes_went(before: np.ndarray, after: np.ndarray, truth: np.ndarray, click, spacing_zyx) -> dict:
     """One update's changed voxels, split into those inside the error region the click was placed in
     (all fixes) and the others ("collateral": fixed or broken). Within the client's ROI around the
     click, which holds every change the server may make."""
-    lo, hi = roi_around(click.ijk, before.shape, spacing_zyx[::-1])
-    window = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+    lo, _, window = roi_window(click.ijk, before.shape, spacing_zyx)
     was, now, true = before[window], after[window], truth[window]
     errors = (true & ~was) if click.positive else (was & ~true)
     components, _ = ndimage.label(errors)
@@ -180,14 +186,14 @@ def accuracy(args, schema, device) -> dict:
         rng = np.random.default_rng(zlib.crc32(case.encode()))  # the same start in every run
         start_kind, start = automatic_result(image, truth, spacing, args.segmentation_model_dir, device, rng)
         for structure in schema.structures:
-            if not (truth == structure.value).any():
+            structure_truth = truth == structure.value
+            if not structure_truth.any():
                 continue
-            seen = (truth == structure.value).astype(np.float32) if args.oracle else image_array
+            seen = structure_truth.astype(np.float32) if args.oracle else image_array
 
             def refine(current, fg, bg, last, value=structure.value, seen=seen):
                 # What the server gets: the client's ROI around the newest click and the clicks in it.
-                lo, hi = roi_around(last, current.shape, spacing[::-1])
-                window = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+                lo, hi, window = roi_window(last, current.shape, spacing)
 
                 def local(points):
                     return [tuple(c - a for c, a in zip(p, lo)) for p in points
@@ -200,10 +206,10 @@ def accuracy(args, schema, device) -> dict:
 
             changes = []
 
-            def observe(before, after, click, value=structure.value, changes=changes):
-                changes.append(where_changes_went(before == value, after == value, truth == value, click, spacing))
+            def observe(before, after, click, value=structure.value, changes=changes, structure_truth=structure_truth):
+                changes.append(where_changes_went(before == value, after == value, structure_truth, click, spacing))
 
-            trace = run_clicks(start, truth == structure.value, structure.value, refine, spacing, args.max_clicks,
+            trace = run_clicks(start, structure_truth, structure.value, refine, spacing, args.max_clicks,
                                observe=observe)
             print(f"{case} {structure.key}: Dice {[round(d, 3) for d in trace.dice]}", flush=True)
             entry = per_structure.setdefault(structure.key, {"kind": structure.kind, "cases": []})
