@@ -2,8 +2,9 @@
 
 1. coarse: the whole volume at a coarse spacing -> a rough label map -> the joint's world box;
 2. fine: the joint box at a fine spacing -> class probabilities;
-3. back: probabilities resampled (linearly) onto the original voxels inside the box, coarse labels
-   (nearest) outside it, then anatomical clean-up. The result has the input's exact geometry.
+3. back: probabilities resampled (linearly) onto the original voxels the fine grid covers, coarse
+   labels (nearest) everywhere else, then anatomical clean-up. The result has the input's exact
+   geometry.
 Used by the inference task and by training's validation, so both measure the same thing.
 """
 
@@ -98,12 +99,18 @@ class KneeSegmenter:
         return torch.softmax(logits, dim=0).cpu().numpy(), fine_image
 
     def labels_on_original_grid(self, probs: np.ndarray, fine_image: sitk.Image, image: sitk.Image,
-                                start, size) -> np.ndarray:
-        """Argmax of linearly interpolated probabilities on the original voxels of the block
-        (start, size). Each class is resampled only inside its own bounding box, keeping a running
-        maximum: a fraction of the time and memory of resampling every channel everywhere."""
+                                start, size) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, covered) on the original voxels of the block (start, size): the argmax of linearly
+        interpolated probabilities, and which voxels the fine grid covers. The block is the index
+        range around the fine box, so it holds voxels just outside it (a rim half a voxel deep, and
+        the corners of an oblique image); they get no fine label, else a seam of background would cut
+        every bone that crosses the box in two and clean-up would keep only one part.
+        Each class is resampled only inside its own bounding box, keeping a running maximum: a
+        fraction of the time and memory of resampling every channel everywhere."""
         block = sub_grid(image, start, size)
-        best = sitk.GetArrayFromImage(resample(_scalar(probs[0], fine_image), block, sitk.sitkLinear))
+        best = sitk.GetArrayFromImage(resample(_scalar(probs[0], fine_image), block, sitk.sitkLinear,
+                                               default=-1.0))
+        covered = best >= 0.0
         labels = np.zeros(best.shape, dtype=np.uint8)
         for value in range(1, probs.shape[0]):
             region = box_of_mask(probs[value] > 0.05, fine_image)
@@ -124,7 +131,8 @@ class KneeSegmenter:
             wins = p > best[window]
             best[window][wins] = p[wins]
             labels[window][wins] = value
-        return labels
+        labels[~covered] = 0
+        return labels, covered
 
     # -- whole pipeline --------------------------------------------------------------------------
     def segment(self, image: sitk.Image) -> SegmentationResult:
@@ -146,11 +154,11 @@ class KneeSegmenter:
         labels = sitk.GetArrayFromImage(
             resample(coarse_label_image, Grid.of(image), sitk.sitkNearestNeighbor, pixel_type=sitk.sitkUInt8)
         )
-        # Inside it: fine probabilities, linearly onto the original voxels, then argmax.
+        # Where the fine grid covers: fine probabilities, linearly onto the original voxels, then argmax.
         start, size = index_region(image, box)
-        fine_labels = self.labels_on_original_grid(probs, fine_image, image, start, size)
+        fine_labels, covered = self.labels_on_original_grid(probs, fine_image, image, start, size)
         (x0, y0, z0), (sx, sy, sz) = start, size
-        labels[z0:z0 + sz, y0:y0 + sy, x0:x0 + sx] = fine_labels
+        labels[z0:z0 + sz, y0:y0 + sy, x0:x0 + sx][covered] = fine_labels[covered]
         anatomical_cleanup(labels, self.schema)
         result = sitk.GetImageFromArray(labels)
         result.CopyInformation(image)

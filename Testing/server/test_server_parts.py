@@ -89,6 +89,31 @@ def test_untrained_pipeline_returns_the_oblique_input_geometry():
     assert labels.GetPixelID() == sitk.sitkUInt8
 
 
+def constant_network(network: torch.nn.Module, value: int) -> torch.nn.Module:
+    """``network`` made to answer class ``value`` everywhere: its last convolution's weights zeroed
+    and its bias on that class (real layers, a known answer)."""
+    last = [m for m in network.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-10.0)
+        last.bias[value] = 10.0
+    return network
+
+
+def test_fine_crop_joins_the_coarse_labels_without_a_seam():
+    # Both passes answer "tibia" everywhere and the fine box (max_roi_mm) is smaller than the oblique
+    # image: the whole knee must come back tibia. The index block around the box holds voxels the fine
+    # grid does not cover (its rim, the oblique corners); labelled background, they cut the bone.
+    image = oblique_volume()
+    config = model_config_from_conf({**TINY_MODEL_CONF, "max_roi_mm": "20"})
+    networks = KneeNetworks.create(config)
+    tibia = SCHEMA.value_of("tibia")
+    constant_network(networks.coarse, tibia)
+    constant_network(networks.fine, tibia)
+    result = KneeSegmenter(networks, SCHEMA, torch.device("cpu")).segment(image)
+    assert max(result.joint_box.extent) <= 20.0 + 1e-6
+    assert (sitk.GetArrayViewFromImage(result.labels) == tibia).all()
+
 # -- loss ----------------------------------------------------------------------------------------------
 def test_unsplit_tibial_cartilage_is_scored_over_the_union():
     loss = UnionAwareDiceCELoss(11, SCHEMA.group_members())
