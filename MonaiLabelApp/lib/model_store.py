@@ -104,16 +104,9 @@ class ModelStore:
             return info
         return None
 
-    def promote_if_better(self, version: str, mean_dice: float) -> bool:
-        """Promotes ``version`` when its validation Dice beats the promoted one (or none is promoted)."""
-        current = self.promoted()
-        if current is not None and float(current.get("mean_dice", -1.0)) > mean_dice:
-            return False
-        self.promote(version, mean_dice)
-        return True
-
     def promote(self, version: str, mean_dice: float) -> None:
-        """Promotes ``version``: for a caller that compared it with the promoted one itself."""
+        """Promotes ``version``; the caller compared it with the promoted one on the same cases (a
+        stored score may come from other cases: it is no bar)."""
         write_json_atomically(self.root / "promoted.json", {"version": version, "mean_dice": mean_dice})
 
     def load_promoted(self, map_location: str | torch.device = "cpu") -> tuple[str, dict] | None:

@@ -114,6 +114,35 @@ def test_fine_crop_joins_the_coarse_labels_without_a_seam():
     assert max(result.joint_box.extent) <= 20.0 + 1e-6
     assert (sitk.GetArrayViewFromImage(result.labels) == tibia).all()
 
+
+def test_a_new_version_must_beat_the_promoted_model_measured_again_on_the_same_cases(tmp_path):
+    """The promoted model's stored score is stale (0.0, as if measured on other cases or by an older
+    pipeline). A run that cannot change the weights (learning rate 0, fine-tuning the promoted model)
+    validates exactly as the promoted model does, so it must not be promoted; comparing with the
+    stored 0.0 would promote it."""
+    from monailabel.datastore.local import LocalDatastore
+
+    from lib.synthesis.sample_dataset import generate_sample_dataset
+    from lib.trainers.knee_segmentation import KneeSegmentationTrainer
+
+    generate_sample_dataset(tmp_path / "studies", n_cases=2, n_labelled=2, seed=0)
+    config = model_config_from_conf(TINY_MODEL_CONF)
+    networks = KneeNetworks.create(config)
+    constant_network(networks.coarse, SCHEMA.value_of("femur"))  # a known, non-zero validation Dice
+    constant_network(networks.fine, SCHEMA.value_of("femur"))
+    store = ModelStore(tmp_path / "model")
+    incumbent = store.new_version()
+    store.save(incumbent, networks.state(), {"mean_dice": 0.0})
+    store.promote(incumbent, 0.0)
+    trainer = KneeSegmentationTrainer(store, SCHEMA, config, "test")
+    summary = trainer({"max_epochs": 1, "iterations_per_epoch": 1, "learning_rate": 0.0, "init": "promoted",
+                       "device": "cpu"},
+                      LocalDatastore(str(tmp_path / "studies"), extensions=["*.nii.gz"], auto_reload=False))
+    assert summary["mean_dice"] == summary["promotion_bar"] > 0.0
+    assert not summary["promoted"] and store.promoted()["version"] == incumbent
+    assert store.metrics(summary["version"])["promotion_bar"] == summary["promotion_bar"]
+
+
 # -- loss ----------------------------------------------------------------------------------------------
 def test_unsplit_tibial_cartilage_is_scored_over_the_union():
     loss = UnionAwareDiceCELoss(11, SCHEMA.group_members())
@@ -147,15 +176,14 @@ def test_validation_split_is_fixed_as_data_grows(tmp_path):
     assert fixed_split(items, split_file) == (train2, val2)
 
 
-def test_promotion_keeps_the_best_version(tmp_path):
+def test_promotion_keeps_the_promoted_version(tmp_path):
     store = ModelStore(tmp_path)
     state = KneeNetworks.create(model_config_from_conf(TINY_MODEL_CONF)).state()
     v1, v2, v3 = store.new_version(), store.new_version(), store.new_version()
     assert (v1, v2, v3) == ("v0001", "v0002", "v0003")
     store.save(v1, state, {"mean_dice": 0.5})
-    assert store.promote_if_better(v1, 0.5)
+    store.promote(v1, 0.5)
     store.save(v2, state, {"mean_dice": 0.4})
-    assert not store.promote_if_better(v2, 0.4)
     assert store.promoted()["version"] == v1
     # v3 was reserved by a run that was stopped before it saved anything: it is no version at all.
     assert store.versions() == [v1, v2]

@@ -2,7 +2,8 @@
 
 Each run: fixed split -> cache working grids -> train both networks on random crops (mixed precision
 on a GPU) -> validate the whole inference pipeline on held-out cases -> write a new model version
-with per-structure Dice, and promote it when it beats the promoted one. Progress goes to the log
+with per-structure Dice, and promote it when it beats the promoted one, measured again on the same
+validation cases. Progress goes to the log
 (which MONAI Label's /train status shows) and to train_stats.json (which /info shows).
 """
 
@@ -67,9 +68,18 @@ class KneeSegmentationTrainer(TrainTask):
         train_items, val_items = fixed_split(datalist, self.store.root / "split.json")
         if not train_items:
             train_items = val_items
+        validation_items = val_items or train_items
         networks = self._initial_networks(options["init"])
         config = networks.config
         networks.to(device)
+        # The promoted model is measured again on THIS run's validation cases: its stored score may come
+        # from other cases (the validation side grows with submitted labels) or from an older inference
+        # pipeline, and a stale score as the bar can promote a worse model or keep a better one out.
+        bar = -1.0
+        incumbent = self.store.load_promoted()
+        if incumbent:
+            bar = self.validate(KneeNetworks.from_state(incumbent[1]), validation_items, device)["mean_dice"]
+            logger.info(f"Promoted {incumbent[0]} on this run's validation cases: mean Dice {bar:.4f}")
         version = self.store.new_version()
         started = time.time()
         logger.info(f"Training {version} on {device}: {len(train_items)} train / {len(val_items)} validation cases")
@@ -110,11 +120,15 @@ class KneeSegmentationTrainer(TrainTask):
                 losses.append(float(loss.detach()))
             record = {"epoch": epoch, "loss": float(np.mean(losses))}
             if epoch % int(options["val_interval"]) == 0 or epoch == max_epochs:
-                dice = self.validate(networks, val_items or train_items, device)
+                dice = self.validate(networks, validation_items, device)
                 record.update(dice)
                 if dice["mean_dice"] > best["mean_dice"]:
                     best = {"epoch": epoch, **dice}
-                    self._save(version, networks, best, options, train_items, val_items, started, history + [record])
+                    self._save(version, networks, best, options, train_items, val_items, started, history + [record],
+                               bar)
+                    # Promoted as soon as a checkpoint beats the promoted model: a run stopped later keeps it.
+                    if best["mean_dice"] > bar:
+                        self.store.promote(version, best["mean_dice"])
             history.append(record)
             logger.info(
                 f"{version} epoch {epoch}/{max_epochs} loss {record['loss']:.4f}"
@@ -126,13 +140,13 @@ class KneeSegmentationTrainer(TrainTask):
                 device=str(device), start_ts=started,
             ))
 
-        promoted = self.store.promote_if_better(version, best["mean_dice"])
         summary = {
             "version": version,
             "status": "done",
-            "promoted": promoted,
+            "promoted": (self.store.promoted() or {}).get("version") == version,
             "best_epoch": best.get("epoch"),
             "mean_dice": best["mean_dice"],
+            "promotion_bar": bar,
             "val_dice": best.get("dice"),
             "epochs": max_epochs,
             "device": str(device),
@@ -163,7 +177,7 @@ class KneeSegmentationTrainer(TrainTask):
         dice = {k: round(float(np.mean(v)), 4) for k, v in per_structure.items()}
         return {"dice": dice, "mean_dice": float(np.mean(list(dice.values()))) if dice else 0.0}
 
-    def _save(self, version, networks, best, options, train_items, val_items, started, history) -> None:
+    def _save(self, version, networks, best, options, train_items, val_items, started, history, bar) -> None:
         state = networks.state()
         state["coarse"] = {k: t.detach().cpu() for k, t in state["coarse"].items()}
         state["fine"] = {k: t.detach().cpu() for k, t in state["fine"].items()}
@@ -176,9 +190,8 @@ class KneeSegmentationTrainer(TrainTask):
             "train_cases": [i["image"].split("/")[-1] for i in train_items],
             "validation_cases": [i["image"].split("/")[-1] for i in val_items],
             "validated_on_training_data": not val_items,
+            "promotion_bar": bar,  # the promoted model's mean Dice on the same cases (-1: none was promoted)
             "seconds": round(time.time() - started, 1),
             "history": history,
         }
         self.store.save(version, state, metrics)
-        # Promote as soon as a checkpoint beats the promoted model: a run stopped later keeps it.
-        self.store.promote_if_better(version, best["mean_dice"])
