@@ -46,8 +46,8 @@ def trained(label_dir, tmp_path_factory):
 
     work = tmp_path_factory.mktemp("work")
     argv = [str(label_dir), "--convention", "oai_zib", "--out", str(work), "--fold", "0", "--folds", "3",
-            "--extra", f"{TEN_CLASS}=oai_dess_10class", "--variants", "2", "--epochs", "1",
-            "--iterations-per-epoch", "2", "--seed", "5", "--device", "cpu"]
+            "--extra", f"{TEN_CLASS}=oai_dess_10class", "--variants", "2", "--validation-variants", "3",
+            "--epochs", "1", "--iterations-per-epoch", "2", "--seed", "5", "--device", "cpu"]
     for key, value in TINY_MODEL_CONF.items():
         argv += ["--conf", f"{key}={value}"]
     record = train_from_label_maps.main(argv)
@@ -81,7 +81,10 @@ def test_datastore_holds_training_knees_only_with_matching_labels(trained):
     assert not set(knees) & set(split.test_knees(0))
     assert set(knees) == set(record["train_knees"]) | set(record["validation_knees"])
     assert "oai_dess_10class" in record["train_knees"]  # the --extra map trains, never validates
-    assert len(images) == 2 * len(record["train_knees"]) + len(record["validation_knees"])
+    assert len(images) == 2 * len(record["train_knees"]) + 3 * len(record["validation_knees"])
+    # Each validation knee is seen in the three contrast families, so one lucky image cannot rank models.
+    for knee in record["validation_knees"]:
+        assert sorted(v["contrast"] for v in record["datastore"] if v["knee"] == knee) == ["dess", "pdfs", "t2"]
     for path in images:
         image, labels = sitk.ReadImage(str(path)), sitk.ReadImage(str(studies / "labels" / "final" / path.name))
         assert image.GetSize() == labels.GetSize() and np.allclose(image.GetSpacing(), SPACING_MM)
@@ -91,6 +94,16 @@ def test_datastore_holds_training_knees_only_with_matching_labels(trained):
     assigned = read_json(work / "model" / "split.json")["assigned"]
     assert {c for c, side in assigned.items() if side == "validation"} == {
         p.name[: -len(".nii.gz")] for p, k in zip(images, knees) if k in record["validation_knees"]}
+
+
+def test_a_knee_needs_at_least_one_image(label_dir, tmp_path):
+    """No validation image would make the trainer validate on its training images, silently."""
+    import train_from_label_maps
+
+    with pytest.raises(SystemExit):
+        train_from_label_maps.main([str(label_dir), "--convention", "oai_zib", "--out", str(tmp_path),
+                                    "--validation-variants", "0", "--epochs", "1", "--device", "cpu"])
+    assert not (tmp_path / "studies").exists()  # refused before anything was written
 
 
 def test_synthesis_is_reproducible(label_dir, tmp_path):
@@ -123,7 +136,8 @@ def test_click_network_trains_through_the_same_command(label_dir, tmp_path):
 
     record = train_from_label_maps.main([
         str(label_dir), "--convention", "oai_zib", "--out", str(tmp_path), "--fold", "0", "--folds", "3",
-        "--model", "knee_refinement", "--variants", "1", "--epochs", "1", "--iterations-per-epoch", "2",
+        "--model", "knee_refinement", "--variants", "1", "--validation-variants", "1", "--epochs", "1",
+        "--iterations-per-epoch", "2",
         "--seed", "5", "--device", "cpu", "--conf", "refinement_filters=8", "--conf", "refinement_patch=16,32,32",
         "--train-option", "validation_clicks=2"])
     store = ModelStore(tmp_path / "model_refinement")
