@@ -24,7 +24,7 @@ except ImportError:  # running from a source checkout without the package instal
 
 from lib.activelearning.uncertainty import MostUncertain
 from lib.background_priority import lower_priority_if_background_task
-from lib.configs.knee_segmentation import model_config_from_conf
+from lib.configs.knee_segmentation import fine_tune_overrides, model_config_from_conf
 from lib.datastore import KneeDatastore, check_id
 from lib.dicom_import import import_dicom_folders
 from lib.configs.knee_refinement import REFINEMENT, click_config_from_conf, refinement_model_dir
@@ -80,7 +80,8 @@ class KneeAIApp(MONAILabelApp):
 
     def init_trainers(self):
         return {
-            MODEL: KneeSegmentationTrainer(self.store, self.schema, self.model_config, "Train the knee model"),
+            MODEL: KneeSegmentationTrainer(self.store, self.schema, self.model_config, "Train the knee model",
+                                           fine_tune_overrides=fine_tune_overrides(self.conf)),
             REFINEMENT: KneeRefinementTrainer(self.refinement_store, self.schema, "Train the click refinement network",
                                               self.click_config),
         }

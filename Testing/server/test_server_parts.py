@@ -10,7 +10,7 @@ import torch
 
 from kneeai_testing import MESE_DICOM, ROOT, TINY_MODEL_CONF, require
 from KneeAILib.schema import KneeSchema
-from lib.configs.knee_segmentation import model_config_from_conf
+from lib.configs.knee_segmentation import fine_tune_overrides, model_config_from_conf
 from lib.dicom_import import import_dicom_folders
 from lib.losses import UnionAwareDiceCELoss
 from lib.model_store import ModelStore
@@ -141,6 +141,35 @@ def test_a_new_version_must_beat_the_promoted_model_measured_again_on_the_same_c
     assert summary["mean_dice"] == summary["promotion_bar"] > 0.0
     assert not summary["promoted"] and store.promoted()["version"] == incumbent
     assert store.metrics(summary["version"])["promotion_bar"] == summary["promotion_bar"]
+
+
+def test_a_fine_tune_takes_the_servers_box_settings_and_keeps_the_models_spacings(tmp_path):
+    """A server started with a taller joint box must train a fine-tuned version with it (the box is not
+    in the weights), while the promoted model's spacings and filters, which its weights were learned
+    with, stay; a box setting the server was not given keeps the model's own value."""
+    from monailabel.datastore.local import LocalDatastore
+
+    from lib.synthesis.sample_dataset import generate_sample_dataset
+    from lib.trainers.knee_segmentation import KneeSegmentationTrainer
+
+    generate_sample_dataset(tmp_path / "studies", n_cases=2, n_labelled=2, seed=0)
+    promoted_config = model_config_from_conf({**TINY_MODEL_CONF, "fine_patch": "40,40,40"})
+    store = ModelStore(tmp_path / "model")
+    incumbent = store.new_version()
+    store.save(incumbent, KneeNetworks.create(promoted_config).state(), {"mean_dice": 0.0})
+    store.promote(incumbent, 0.0)
+    server_conf = {**TINY_MODEL_CONF, "roi_margin_mm": "25", "max_roi_mm": "140", "fine_spacing": "3,3,3"}
+    del server_conf["fine_patch"]  # not given: the model's 40^3 stays, not the default 96^3
+    overrides = fine_tune_overrides(server_conf)
+    assert overrides["roi_margin_mm"] == 25.0 and "fine_spacing" not in overrides and "fine_patch" not in overrides
+    trainer = KneeSegmentationTrainer(store, SCHEMA, model_config_from_conf(server_conf), "test",
+                                      fine_tune_overrides=overrides)
+    summary = trainer({"max_epochs": 1, "iterations_per_epoch": 1, "init": "promoted", "device": "cpu"},
+                      LocalDatastore(str(tmp_path / "studies"), extensions=["*.nii.gz"], auto_reload=False))
+    saved = KneeNetworks.from_state(torch.load(store.model_path(summary["version"]), weights_only=True)).config
+    assert (saved.roi_margin_mm, saved.max_roi_mm) == (25.0, 140.0)
+    assert saved.fine_spacing == promoted_config.fine_spacing == (2.0, 2.0, 2.0)
+    assert saved.fine_patch == (40, 40, 40)
 
 
 # -- loss ----------------------------------------------------------------------------------------------

@@ -11,10 +11,17 @@ CONF_OPTIONS = {
     "fine_spacing": ("fine_spacing", "mm, 'x,y,z': the joint crop's pass, fine enough for cartilage (0.6,0.6,0.6)"),
     "coarse_filters": ("coarse_filters", "first-layer channels of the coarse SegResNet (8)"),
     "fine_filters": ("fine_filters", "first-layer channels of the fine SegResNet (16)"),
+    "roi_margin_mm": ("roi_margin_mm", "margin around the joint the coarse pass finds, mm (10)"),
     "max_roi_mm": ("max_roi_mm", "largest joint crop per axis, mm (100)"),
     "coarse_patch": ("coarse_patch", "training crop of the coarse network, voxels 'z,y,x' (96,96,96)"),
     "fine_patch": ("fine_patch", "training crop of the fine network, voxels 'z,y,x' (96,96,96)"),
 }
+
+
+# Options a fine-tune takes from the server's --conf: they shape the joint box and the training crops,
+# not the weights. Spacings and filter counts stay the promoted model's, since its weights were
+# learned with them.
+FINE_TUNE_OPTIONS = ("roi_margin_mm", "max_roi_mm", "coarse_patch", "fine_patch")
 
 
 def _parse(value: str, like):
@@ -36,3 +43,9 @@ def model_config_from_conf(conf: dict) -> KneeModelConfig:
             except ValueError as e:
                 raise ValueError(f"--conf {name}: {e}") from e
     return KneeModelConfig(**values)
+
+
+def fine_tune_overrides(conf: dict) -> dict:
+    """KneeModelConfig fields that ``conf`` sets explicitly among FINE_TUNE_OPTIONS (parsed values)."""
+    config = model_config_from_conf(conf)
+    return {name: getattr(config, CONF_OPTIONS[name][0]) for name in FINE_TUNE_OPTIONS if name in conf}

@@ -9,6 +9,7 @@ validation cases. Progress goes to the log
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -42,11 +43,14 @@ DEFAULTS = {
 
 
 class KneeSegmentationTrainer(TrainTask):
-    def __init__(self, store: ModelStore, schema, config: KneeModelConfig, description: str):
+    def __init__(self, store: ModelStore, schema, config: KneeModelConfig, description: str,
+                 fine_tune_overrides: dict | None = None):
         super().__init__(description)
         self.store = store
         self.schema = schema
         self.default_config = config
+        # Box and crop settings given explicitly to the server, applied to a fine-tuned model too.
+        self.fine_tune_overrides = dict(fine_tune_overrides or {})
         self.joint_values = [s.value for s in schema.structures if s.kind in JOINT_KINDS]
 
     def config(self) -> dict[str, Any]:
@@ -162,7 +166,13 @@ class KneeSegmentationTrainer(TrainTask):
             loaded = self.store.load_promoted()
             if loaded:
                 logger.info(f"Fine-tuning from promoted version {loaded[0]}")
-                return KneeNetworks.from_state(loaded[1])
+                networks = KneeNetworks.from_state(loaded[1])
+                changed = {k: v for k, v in self.fine_tune_overrides.items() if getattr(networks.config, k) != v}
+                if changed:
+                    logger.info(f"Fine-tuning with {changed} instead of {loaded[0]}'s "
+                                f"{ {k: getattr(networks.config, k) for k in changed} }")
+                    networks.config = dataclasses.replace(networks.config, **changed)
+                return networks
         return KneeNetworks.create(self.default_config)
 
     def validate(self, networks: KneeNetworks, items: list[dict], device: torch.device) -> dict[str, Any]:
