@@ -3,13 +3,14 @@
 1. coarse: the whole volume at a coarse spacing -> a rough label map -> the joint's world box;
 2. fine: the joint box at a fine spacing -> class probabilities;
 3. back: probabilities resampled (linearly) onto the original voxels the fine grid covers, coarse
-   labels (nearest) everywhere else, then anatomical clean-up. The result has the input's exact
-   geometry.
+   labels (nearest) everywhere else, then anatomical clean-up and the tibial plates split at their
+   gap and named (lib/transforms/tibial_plates.py). The result has the input's exact geometry.
 Used by the inference task and by training's validation, so both measure the same thing.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ import torch
 from lib.inference import predict_logits
 from lib.networks import SIZE_MULTIPLE, KneeNetworks
 from lib.transforms.postprocess import anatomical_cleanup
+from lib.transforms.tibial_plates import name_tibial_plates
 from lib.transforms.working_grid import (
     Box,
     Grid,
@@ -34,6 +36,8 @@ from lib.transforms.working_grid import (
 
 # Structures that mark the joint: cartilages and menisci (values 5..10 in the schema).
 JOINT_KINDS = ("cartilage", "meniscus")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -160,6 +164,7 @@ class KneeSegmenter:
         (x0, y0, z0), (sx, sy, sz) = start, size
         labels[z0:z0 + sz, y0:y0 + sy, x0:x0 + sx][covered] = fine_labels[covered]
         anatomical_cleanup(labels, self.schema)
+        logger.info(f"Tibial cartilage plates: {name_tibial_plates(labels, image, self.schema)}")
         result = sitk.GetImageFromArray(labels)
         result.CopyInformation(image)
         timings["resample_postprocess_s"] = time.perf_counter() - t2
