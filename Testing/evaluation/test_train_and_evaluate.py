@@ -137,8 +137,8 @@ def test_click_network_trains_through_the_same_command(label_dir, tmp_path):
     record = train_from_label_maps.main([
         str(label_dir), "--convention", "oai_zib", "--out", str(tmp_path), "--fold", "0", "--folds", "3",
         "--model", "knee_refinement", "--variants", "1", "--validation-variants", "1", "--epochs", "1",
-        "--iterations-per-epoch", "2",
-        "--seed", "5", "--device", "cpu", "--conf", "refinement_filters=8", "--conf", "refinement_patch=16,32,32",
+        "--iterations-per-epoch", "2", "--seed", "5", "--device", "cpu",
+        "--conf", "refinement_filters=8", "--conf", "refinement_patch=16,32,32",
         "--train-option", "validation_clicks=2"])
     store = ModelStore(tmp_path / "model_refinement")
     assert store.versions() == ["v0001"] and record["model"] == "knee_refinement"
