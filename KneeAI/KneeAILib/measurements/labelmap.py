@@ -50,7 +50,13 @@ class LabelMap:
         if raw.min() < 0:
             raise UnknownLabelError(f"Label map holds negative values (min {raw.min()}); expected labels >= 0")
         array = to_schema_values(raw.astype(np.int64, copy=False), convention, schema or KneeSchema.load())
-        return cls(array=array, spacing=spacing, origin=np.array(image.GetOrigin(), dtype=float),
+        return cls.on_grid_of(array, image)
+
+    @classmethod
+    def on_grid_of(cls, array: np.ndarray, image: sitk.Image) -> "LabelMap":
+        """``array`` (schema values, SimpleITK order) with ``image``'s geometry; no checks."""
+        return cls(array=array, spacing=np.array(image.GetSpacing(), dtype=float),
+                   origin=np.array(image.GetOrigin(), dtype=float),
                    direction=np.array(image.GetDirection(), dtype=float).reshape(3, 3))
 
     @classmethod

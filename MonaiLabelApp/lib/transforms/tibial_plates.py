@@ -34,9 +34,7 @@ def name_tibial_plates(labels: np.ndarray, reference: sitk.Image, schema) -> str
     if not tibial.any():
         return "no tibial cartilage"
     unsplit = np.where(tibial, schema.value_of("tibial_cartilage"), labels)
-    label_map = LabelMap(array=unsplit, spacing=np.array(reference.GetSpacing(), dtype=float),
-                         origin=np.array(reference.GetOrigin(), dtype=float),
-                         direction=np.array(reference.GetDirection(), dtype=float).reshape(3, 3))
+    label_map = LabelMap.on_grid_of(unsplit, reference)
     try:
         frame, medial_mask = knee_frame(label_map)
     except (MissingBoneError, NoCartilageError) as e:  # e.g. one plate only: nothing to split
