@@ -2,7 +2,7 @@
 
     python MonaiLabelApp/evaluate.py --model-dir DIR [--version vNNNN] --labels LABEL_DIR \
         --convention oai_zib [--split split.json --fold K] --seed 1234 --out OUTDIR \
-        [--dess-echo1 P --dess-echo2 P]
+        [--dess-echo1 P --dess-echo2 P] [--roi-margin-mm M --max-roi-mm S]
 
 1. Held-out knees: the label maps in LABEL_DIR (with ``--split/--fold``: only that fold's test knees).
    A knee the model trained or validated on (its metrics.json lists them) is refused: figures are
@@ -15,6 +15,9 @@
    (lib/evaluation/summary.py says which knees count).
 2. Real MRIs: with ``--dess-echo1/--dess-echo2`` (two contrasts of one knee on one grid), the
    per-structure Dice between the two predictions (lib/evaluation/agreement.py).
+   ``--roi-margin-mm/--max-roi-mm`` run the model with another joint box than its own (the fine pass's
+   region; outside it the bones come from the coarse pass): to ask whether a wider box helps before
+   training with it. Each case's fine box size is in the JSON.
 3. Output: OUTDIR/evaluation.md (tables), OUTDIR/evaluation.json (every figure, per knee too),
    OUTDIR/overlays/*.png (sagittal slices: image | reference | prediction, schema colours).
 """
@@ -26,6 +29,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 APP_DIR = Path(__file__).resolve().parent
@@ -68,6 +72,21 @@ def load_model(model_dir: Path, version: str | None) -> tuple[str, KneeNetworks,
         raise SystemExit(f"{model_dir}: no model version {version} (have: {', '.join(store.versions()) or 'none'})")
     state = torch.load(path, map_location="cpu", weights_only=True)  # a model file is data, never code
     return version, KneeNetworks.from_state(state), store.metrics(version) or {}
+
+
+def with_joint_box(networks: KneeNetworks, margin_mm: float | None, max_mm: float | None) -> dict:
+    """Give the model another joint box at inference; returns what changed, {option: (trained, now)}."""
+    asked = {"roi_margin_mm": margin_mm, "max_roi_mm": max_mm}
+    changed = {k: (getattr(networks.config, k), float(v)) for k, v in asked.items() if v is not None}
+    for key, (_, value) in changed.items():
+        if value <= 0:
+            raise SystemExit(f"--{key.replace('_', '-')} must be > 0 (got {value:g})")
+    networks.config = replace(networks.config, **{k: now for k, (_, now) in changed.items()})
+    return changed
+
+
+def box_size_mm(box) -> list[float]:
+    return [round(float(e), 1) for e in box.extent]
 
 
 def seen_knees(metrics: dict) -> set[str]:
@@ -117,6 +136,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--device", help="cpu to force the CPU (default: the GPU when present)")
     parser.add_argument("--save-predictions", action="store_true", help="also write the predicted label maps")
+    parser.add_argument("--roi-margin-mm", type=float,
+                        help="joint box margin at inference, mm (default: the model's own)")
+    parser.add_argument("--max-roi-mm", type=float,
+                        help="largest joint box per axis at inference, mm (default: the model's own)")
     parser.add_argument("--allow-seen-knees", action="store_true",
                         help="evaluate knees the model trained on anyway (marked in the output; not a test result)")
     args = parser.parse_args(argv)
@@ -133,11 +156,13 @@ def main(argv: list[str] | None = None) -> dict:
     order = structure_order(schema)
     device = pick_device(args.device)
     version, networks, metrics = load_model(Path(args.model_dir), args.version)
+    box_changes = with_joint_box(networks, args.roi_margin_mm, args.max_roi_mm)
     segmenter = KneeSegmenter(networks, schema, device)
     contrasts = [c.strip() for c in args.contrasts.split(",") if c.strip()]
     report = {
         "model": {"model_dir": str(Path(args.model_dir).resolve()), "version": version,
-                  "config": networks.config.to_dict(), "validation_mean_dice": metrics.get("mean_dice")},
+                  "config": networks.config.to_dict(), "validation_mean_dice": metrics.get("mean_dice"),
+                  "joint_box_changed": {k: {"trained": a, "evaluated": b} for k, (a, b) in box_changes.items()}},
         "data": {"labels": args.labels, "convention": args.convention, "split": args.split, "fold": args.fold,
                  "seed": args.seed, "contrasts": contrasts, "working_spacing_mm": args.working_spacing_mm},
         "machine": {"device": str(device), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -147,6 +172,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     markdown = [f"# KneeAI evaluation: model {version}", "",
                 f"Model folder `{report['model']['model_dir']}`, device {device}."]
+    if box_changes:
+        markdown += ["", "Joint box at inference NOT the model's own: " + ", ".join(
+            f"{k} {b:g} (trained with {a:g})" for k, (a, b) in box_changes.items()) + "."]
 
     # -- held-out knees, synthesised MRIs ----------------------------------------------------------
     if args.labels:
@@ -165,7 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
             parameters = draw_parameters(seed, contrast)
             image = check_finite(synthesize_image(reference, seed, contrast), knee)
             t1 = time.time()
-            prediction = segmenter.segment(image).labels
+            segmentation = segmenter.segment(image)
+            prediction = segmentation.labels
             t2 = time.time()
             scores = score_label_maps(prediction, reference, schema=schema)
             per_case_scores.append(scores)
@@ -177,6 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "knee": knee, "seed": seed, "contrast": parameters.contrast, "plane": parameters.plane,
                 "slice_thickness_mm": round(parameters.slice_thickness_mm, 2), "size": list(reference.GetSize()),
                 "spacing_mm": [round(s, 4) for s in reference.GetSpacing()], "seen_in_training": knee in seen,
+                "fine_box_mm": box_size_mm(segmentation.joint_box),
                 "seconds": {"synthesis": round(t1 - t0, 1), "segmentation": round(t2 - t1, 1),
                             "scoring": round(time.time() - t2, 1)},
                 "scores": {k: s.to_dict() for k, s in scores.items()},
@@ -200,8 +230,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.dess_echo1:
         first, second = read_volume(args.dess_echo1), read_volume(args.dess_echo2)
         t0 = time.time()
-        prediction_first = segmenter.segment(first).labels
-        prediction_second = segmenter.segment(second).labels
+        result_first, result_second = segmenter.segment(first), segmenter.segment(second)
+        prediction_first, prediction_second = result_first.labels, result_second.labels
         seconds = time.time() - t0
         agreement = prediction_agreement(prediction_first, prediction_second, schema)
         for name, image, prediction in (("echo1", first, prediction_first), ("echo2", second, prediction_second)):
@@ -212,7 +242,9 @@ def main(argv: list[str] | None = None) -> dict:
         structures = [s.key for s in schema.structures]
         report["echo_agreement"] = {"first": args.dess_echo1, "second": args.dess_echo2, "structures": agreement,
                                     "mean_dice": mean_agreement_dice(agreement, structures),
-                                    "seconds_segmentation": round(seconds, 1)}
+                                    "seconds_segmentation": round(seconds, 1),
+                                    "fine_box_mm": [box_size_mm(result_first.joint_box),
+                                                    box_size_mm(result_second.joint_box)]}
         markdown += ["", "## Real MRI without labels: agreement between two contrasts of one knee", "",
                      f"`{args.dess_echo1}` vs `{args.dess_echo2}`: Dice between the two predictions (1 = the "
                      "same segmentation on both contrasts; it does not say the segmentation is right).", "",

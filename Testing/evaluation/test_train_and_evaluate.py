@@ -234,3 +234,24 @@ def test_evaluate_refuses_knees_the_model_trained_on(trained, label_dir, tmp_pat
     with pytest.raises(SystemExit, match="trained or validated on"):
         evaluate.main(["--model-dir", str(work / "model"), "--labels", str(label_dir), "--convention", "oai_zib",
                        "--out", str(tmp_path / "refused"), "--device", "cpu"])
+
+
+def test_evaluate_can_run_the_model_with_another_joint_box(evaluation, trained, label_dir, tmp_path):
+    import evaluate
+
+    _, default_report, _ = evaluation
+    (default_case,) = default_report["held_out"]["cases"]
+    assert default_report["model"]["joint_box_changed"] == {}
+    work, _, _ = trained
+    argv = ["--model-dir", str(work / "model"), "--labels", str(label_dir), "--convention", "oai_zib",
+            "--split", str(work / "cv_split.json"), "--fold", "0", "--device", "cpu", "--max-roi-mm", "30"]
+    report = evaluate.main(argv + ["--out", str(tmp_path / "narrow")])
+    (case,) = report["held_out"]["cases"]
+    # The tiny model's own box covers more than 30 mm along some axis; the override must bound every axis.
+    assert max(default_case["fine_box_mm"]) > 30.0
+    assert max(case["fine_box_mm"]) <= 30.0 + 1e-6
+    trained_max = default_report["model"]["config"]["max_roi_mm"]
+    assert report["model"]["joint_box_changed"] == {"max_roi_mm": {"trained": trained_max, "evaluated": 30.0}}
+    assert "NOT the model's own: max_roi_mm 30" in (tmp_path / "narrow" / "evaluation.md").read_text()
+    with pytest.raises(SystemExit, match="must be > 0"):
+        evaluate.main(argv[:-1] + ["0", "--out", str(tmp_path / "refused")])
