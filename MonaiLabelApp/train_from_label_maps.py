@@ -60,7 +60,7 @@ from lib.evaluation.training_datastore import (  # noqa: E402
     plan_variants,
     seed_validation_split,
 )
-from lib.model_store import read_json, write_json_atomically  # noqa: E402
+from lib.model_store import ModelStore, read_json, write_json_atomically  # noqa: E402
 
 MODEL = "knee_segmentation"
 
@@ -159,8 +159,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--learning-rate", type=float, help="default: the training task's own")
     parser.add_argument("--synthetic-cases", type=int, default=0,
                         help="knee_refinement: procedural phantom knees added to the training images (default 0)")
-    parser.add_argument("--init", choices=("promoted", "scratch"), default="promoted",
-                        help="continue from WORKDIR's promoted version (default) or start from scratch")
+    parser.add_argument("--init", default="promoted",
+                        help="continue from WORKDIR's promoted version (default), from a kept version "
+                             "(e.g. v0006, one that was not promoted), or 'scratch'")
     parser.add_argument("--seed", type=int, default=0, help="seed of synthesis and training (default 0)")
     parser.add_argument("--device", help="cpu to force the CPU (default: the GPU when present)")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="server --conf option")
@@ -182,6 +183,17 @@ def main(argv: list[str] | None = None) -> dict:
         spacing_mm = args.working_spacing_mm
     else:
         spacing_mm = min(config.fine_spacing) if args.model == MODEL else 0.0
+
+    model_dir = workdir / "model"
+    if args.model == MODEL:
+        trained_dir = model_dir
+    else:  # where the app keeps click-network versions when its model_dir is WORKDIR/model
+        trained_dir = Path(refinement_model_dir(str(APP_DIR), {"model_dir": str(model_dir)}))
+    if args.init not in ("promoted", "scratch"):
+        try:
+            ModelStore(trained_dir).check_version(args.init)
+        except ValueError as error:
+            raise SystemExit(f"--init: {error}") from None
 
     # -- which knees -------------------------------------------------------------------------------
     label_files = find_label_maps(args.label_dir)
@@ -219,11 +231,6 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     manifest = build_datastore(workdir / "studies", label_files, conventions, plan, spacing_mm)
     synthesis_s = time.time() - t0
-    model_dir = workdir / "model"
-    if args.model == MODEL:
-        trained_dir = model_dir
-    else:  # where the app keeps click-network versions when its model_dir is WORKDIR/model
-        trained_dir = Path(refinement_model_dir(str(APP_DIR), {"model_dir": str(model_dir)}))
     seed_validation_split(trained_dir / "split.json", plan, set(validation))
 
     # -- training through the server's task -------------------------------------------------------

@@ -4,6 +4,8 @@ Layout under ``root`` (one folder per model name):
     versions/v0001/model.pt         weights + the configuration they were trained with
     versions/v0001/metrics.json     per-structure validation Dice, epochs, data, times
     promoted.json                   {"version": "v0001", "mean_dice": ...}: what inference uses
+Training promotes a version that beats the promoted one; a person may promote any kept version (roll
+back, or serve one that does better on their own scans): MonaiLabelApp/model_versions.py.
 Every file is written to a temporary name and renamed, so a stopped or crashed run never leaves a
 half-written model, and the promoted version stays the last good one.
 """
@@ -85,6 +87,31 @@ class ModelStore:
     def model_path(self, version: str) -> Path:
         return self.versions_dir / version / "model.pt"
 
+    def check_version(self, version: str) -> str:
+        """``version`` if it names a saved version here; a clear ValueError otherwise (also for names
+        that are not version names at all, such as paths)."""
+        if not VERSION_PATTERN.match(version or ""):
+            raise ValueError(f"{version!r} is not a model version name (v0001, v0002, ...)")
+        if not self.model_path(version).is_file():
+            have = ", ".join(self.versions()) or "none"
+            raise ValueError(f"no model version {version} in {self.root} (have: {have})")
+        return version
+
+    def load_version(self, version: str, map_location: str | torch.device = "cpu") -> dict:
+        path = self.model_path(self.check_version(version))
+        return torch.load(path, map_location=map_location, weights_only=True)  # a model file is data, never code
+
+    def load_start(self, init: str) -> tuple[str, dict] | None:
+        """The weights a training run starts from: ``init`` is "promoted" (None when nothing is
+        promoted), "scratch" (None), or a version name such as "v0006" (one that was not promoted)."""
+        if init == "scratch":
+            return None
+        if init == "promoted":
+            return self.load_promoted()
+        if VERSION_PATTERN.match(init or ""):
+            return init, self.load_version(init)
+        raise ValueError(f"init must be 'promoted', 'scratch' or a model version such as v0001; got {init!r}")
+
     # -- progress of the current or last training run (shown in /info train_stats) -----------------
     def write_training_stats(self, stats: dict) -> None:
         write_json_atomically(self.root / "train_stats.json", stats)
@@ -104,14 +131,14 @@ class ModelStore:
             return info
         return None
 
-    def promote(self, version: str, mean_dice: float) -> None:
-        """Promotes ``version``; the caller compared it with the promoted one on the same cases (a
-        stored score may come from other cases: it is no bar)."""
-        write_json_atomically(self.root / "promoted.json", {"version": version, "mean_dice": mean_dice})
+    def promote(self, version: str, mean_dice: float | None, by: str = "training") -> None:
+        """Promotes ``version``; training compared it with the promoted one on the same cases (a
+        stored score may come from other cases: it is no bar); ``by`` says who chose it."""
+        self.check_version(version)
+        write_json_atomically(self.root / "promoted.json", {"version": version, "mean_dice": mean_dice, "by": by})
 
     def load_promoted(self, map_location: str | torch.device = "cpu") -> tuple[str, dict] | None:
         info = self.promoted()
         if info is None:
             return None
-        state = torch.load(self.model_path(info["version"]), map_location=map_location, weights_only=True)  # a model file is data, never code
-        return info["version"], state
+        return info["version"], self.load_version(info["version"], map_location)

@@ -38,7 +38,8 @@ def test_fine_tuning_keeps_the_weights_architecture_and_takes_the_servers_write_
 
     server = ClickNetConfig(init_filters=16, radius_mm=20.0, follow_click_sign=True, patch=(16, 48, 48))
     trainer = KneeRefinementTrainer(store, schema, "test", server)
-    config, loaded = trainer._initial("promoted")
+    config, loaded, started_from = trainer._initial("promoted")
+    assert started_from == version
     assert (config.init_filters, config.click_sigma_mm) == (8, 2.0)  # what the weights need
     assert (config.radius_mm, config.follow_click_sign, config.patch) == (20.0, True, (16, 48, 48))
     for name, tensor in network.state_dict().items():

@@ -52,7 +52,7 @@ DEFAULTS = {
     "clicks_in_the_loop": 0.5,
     "validation_clicks": 5,
     "seed": 0,
-    "init": "promoted",  # or "scratch"
+    "init": "promoted",  # or "scratch", or a kept version such as "v0007"
 }
 # Of these, OAI-ZIB knees have femur and femoral and patellar cartilage; the rest are scored on knees
 # that label them (the synthesised knee kept for validation, submitted labels with menisci).
@@ -203,7 +203,7 @@ class KneeRefinementTrainer(TrainTask):
             raise ValueError("No labelled images in the datastore and synthetic_cases is 0: nothing to train on")
         validation = validation or train[:1]
 
-        config, network = self._initial(options["init"])
+        config, network, started_from = self._initial(options["init"])
         network.to(device)
         version = self.store.new_version()
         started = time.time()
@@ -262,7 +262,7 @@ class KneeRefinementTrainer(TrainTask):
                 best = {"epoch": epoch, **dice}
                 self.store.save(version, click_state(config, network), {
                     "version": version, "best_epoch": epoch, "mean_dice": dice["mean_dice"], "dice": dice["dice"],
-                    "options": options, "config": config.to_dict(),
+                    "options": {**options, "started_from": started_from}, "config": config.to_dict(),
                     "validation": f"mean Dice over simulated clicks 1-{options['validation_clicks']}",
                     "random_walker_baseline": baseline, "promotion_bar": bar,
                     "seconds": round(time.time() - started, 1), "history": history})
@@ -281,14 +281,15 @@ class KneeRefinementTrainer(TrainTask):
         return summary
 
     def _initial(self, init: str):
-        """(config, network): the promoted weights go on training with their own architecture, and
-        with this server's training crop and write-back (so a fine-tune can change those)."""
-        if init == "promoted":
-            loaded = self.store.load_promoted()
-            if loaded:
-                config, network = click_network_from_state(loaded[1])
-                return replace(self.default_config, **{k: getattr(config, k) for k in ClickNetConfig.ARCHITECTURE}), network
-        return self.default_config, build_click_network(self.default_config)
+        """(config, network, the version it starts from or None): a kept version's weights go on
+        training with their own architecture, and with this server's training crop and write-back (so
+        a fine-tune can change those)."""
+        loaded = self.store.load_start(init)
+        if loaded is None:
+            return self.default_config, build_click_network(self.default_config), None
+        config, network = click_network_from_state(loaded[1])
+        architecture = {k: getattr(config, k) for k in ClickNetConfig.ARCHITECTURE}
+        return replace(self.default_config, **architecture), network, loaded[0]
 
     def validate(self, refiner: Refiner, cases, clicks: int) -> dict[str, Any]:
         """The benchmark's protocol from a corrupted start, per structure: the mean Dice over clicks

@@ -38,7 +38,7 @@ DEFAULTS = {
     "learning_rate": 2e-3,
     "val_interval": 1,
     "seed": 0,
-    "init": "promoted",  # or "scratch"
+    "init": "promoted",  # or "scratch", or a kept version such as "v0006"
 }
 
 
@@ -73,7 +73,7 @@ class KneeSegmentationTrainer(TrainTask):
         if not train_items:
             train_items = val_items
         validation_items = val_items or train_items
-        networks = self._initial_networks(options["init"])
+        networks, started_from = self._initial_networks(options["init"])
         config = networks.config
         networks.to(device)
         # The promoted model is measured again on THIS run's validation cases: its stored score may come
@@ -128,8 +128,8 @@ class KneeSegmentationTrainer(TrainTask):
                 record.update(dice)
                 if dice["mean_dice"] > best["mean_dice"]:
                     best = {"epoch": epoch, **dice}
-                    self._save(version, networks, best, options, train_items, val_items, started, history + [record],
-                               bar)
+                    self._save(version, networks, best, {**options, "started_from": started_from}, train_items,
+                               val_items, started, history + [record], bar)
                     # Promoted as soon as a checkpoint beats the promoted model: a run stopped later keeps it.
                     if best["mean_dice"] > bar:
                         self.store.promote(version, best["mean_dice"])
@@ -161,19 +161,19 @@ class KneeSegmentationTrainer(TrainTask):
         logger.info(f"Training finished: {summary}")
         return summary
 
-    def _initial_networks(self, init: str) -> KneeNetworks:
-        if init == "promoted":
-            loaded = self.store.load_promoted()
-            if loaded:
-                logger.info(f"Fine-tuning from promoted version {loaded[0]}")
-                networks = KneeNetworks.from_state(loaded[1])
-                changed = {k: v for k, v in self.fine_tune_overrides.items() if getattr(networks.config, k) != v}
-                if changed:
-                    logger.info(f"Fine-tuning with {changed} instead of {loaded[0]}'s "
-                                f"{ {k: getattr(networks.config, k) for k in changed} }")
-                    networks.config = dataclasses.replace(networks.config, **changed)
-                return networks
-        return KneeNetworks.create(self.default_config)
+    def _initial_networks(self, init: str) -> tuple[KneeNetworks, str | None]:
+        """(networks, the version they start from, or None from scratch)."""
+        loaded = self.store.load_start(init)
+        if loaded is None:
+            return KneeNetworks.create(self.default_config), None
+        logger.info(f"Fine-tuning from version {loaded[0]}")
+        networks = KneeNetworks.from_state(loaded[1])
+        changed = {k: v for k, v in self.fine_tune_overrides.items() if getattr(networks.config, k) != v}
+        if changed:
+            logger.info(f"Fine-tuning with {changed} instead of {loaded[0]}'s "
+                        f"{ {k: getattr(networks.config, k) for k in changed} }")
+            networks.config = dataclasses.replace(networks.config, **changed)
+        return networks, loaded[0]
 
     def validate(self, networks: KneeNetworks, items: list[dict], device: torch.device) -> dict[str, Any]:
         """Per-structure Dice of the full inference pipeline, on the original image grids."""
@@ -196,7 +196,7 @@ class KneeSegmentationTrainer(TrainTask):
             "best_epoch": best["epoch"],
             "mean_dice": best["mean_dice"],
             "dice": best["dice"],
-            "options": options,
+            "options": options,  # with "started_from": the version the weights came from (None: scratch)
             "train_cases": [i["image"].split("/")[-1] for i in train_items],
             "validation_cases": [i["image"].split("/")[-1] for i in val_items],
             "validated_on_training_data": not val_items,
