@@ -67,10 +67,10 @@ def load_model(model_dir: Path, version: str | None) -> tuple[str, KneeNetworks,
         if promoted is None:
             raise SystemExit(f"{model_dir}: no promoted model version (train one, or give --version)")
         version = promoted["version"]
-    path = store.model_path(version)
-    if not path.is_file():
-        raise SystemExit(f"{model_dir}: no model version {version} (have: {', '.join(store.versions()) or 'none'})")
-    state = torch.load(path, map_location="cpu", weights_only=True)  # a model file is data, never code
+    try:
+        state = store.load_version(version)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     return version, KneeNetworks.from_state(state), store.metrics(version) or {}
 
 

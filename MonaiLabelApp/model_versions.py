@@ -24,6 +24,13 @@ if str(APP_DIR) not in sys.path:
 from lib.model_store import ModelStore  # noqa: E402
 
 
+def started_from(options: dict) -> str | None:
+    """The version a run's weights came from, "scratch", or None where an older record does not say."""
+    if "started_from" in options:
+        return options["started_from"] or "scratch"
+    return "scratch" if options.get("init") == "scratch" else None
+
+
 def version_rows(store: ModelStore) -> list[dict]:
     promoted = (store.promoted() or {}).get("version")
     rows = []
@@ -35,7 +42,7 @@ def version_rows(store: ModelStore) -> list[dict]:
             "serving": version == promoted,
             "validation_mean_dice": metrics.get("mean_dice"),
             "best_epoch": metrics.get("best_epoch"),
-            "started_from": options.get("started_from", "scratch" if options.get("init") == "scratch" else None),
+            "started_from": started_from(options),
             "promotion_bar": metrics.get("promotion_bar"),
         })
     return rows

@@ -38,7 +38,7 @@ def test_versions_are_listed_with_their_scores_and_the_one_that_serves(store, ca
 
     rows = model_versions.main([str(store.root)])
     assert [(r["version"], r["serving"], r["validation_mean_dice"], r["started_from"]) for r in rows] == [
-        ("v0001", True, 0.70, None), ("v0002", False, 0.69, "v0001")]
+        ("v0001", True, 0.70, "scratch"), ("v0002", False, 0.69, "v0001")]
     out = capsys.readouterr().out
     assert "* v0001" in out and "v0003" not in out  # a reserved, empty version is no version
 
