@@ -189,11 +189,10 @@ def main(argv: list[str] | None = None) -> dict:
         trained_dir = model_dir
     else:  # where the app keeps click-network versions when its model_dir is WORKDIR/model
         trained_dir = Path(refinement_model_dir(str(APP_DIR), {"model_dir": str(model_dir)}))
-    if args.init not in ("promoted", "scratch"):
-        try:
-            ModelStore(trained_dir).check_version(args.init)
-        except ValueError as error:
-            raise SystemExit(f"--init: {error}") from None
+    try:
+        ModelStore(trained_dir).check_start(args.init)
+    except ValueError as error:
+        raise SystemExit(f"--init: {error}") from None
 
     # -- which knees -------------------------------------------------------------------------------
     label_files = find_label_maps(args.label_dir)

@@ -101,16 +101,23 @@ class ModelStore:
         path = self.model_path(self.check_version(version))
         return torch.load(path, map_location=map_location, weights_only=True)  # a model file is data, never code
 
+    def check_start(self, init: str) -> str:
+        """``init`` if a training run can start from it: "promoted", "scratch" or a kept version's name
+        (such as "v0006", one that was not promoted); a clear ValueError otherwise."""
+        if init in ("promoted", "scratch"):
+            return init
+        if VERSION_PATTERN.match(init or ""):
+            return self.check_version(init)
+        raise ValueError(f"init must be 'promoted', 'scratch' or a model version such as v0001; got {init!r}")
+
     def load_start(self, init: str) -> tuple[str, dict] | None:
-        """The weights a training run starts from: ``init`` is "promoted" (None when nothing is
-        promoted), "scratch" (None), or a version name such as "v0006" (one that was not promoted)."""
-        if init == "scratch":
+        """The weights a training run starts from (``check_start``): None from scratch, or when "promoted"
+        and nothing is promoted yet."""
+        if self.check_start(init) == "scratch":
             return None
         if init == "promoted":
             return self.load_promoted()
-        if VERSION_PATTERN.match(init or ""):
-            return init, self.load_version(init)
-        raise ValueError(f"init must be 'promoted', 'scratch' or a model version such as v0001; got {init!r}")
+        return init, self.load_version(init)
 
     # -- progress of the current or last training run (shown in /info train_stats) -----------------
     def write_training_stats(self, stats: dict) -> None:
