@@ -316,10 +316,10 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
         refinement = self._refinement()
         labels = refinement.export()  # MRML is read here, on the main thread
 
-        def refined(params):
-            refinement.apply(structure, labels)
+        def refined(result):
+            refinement.apply(result, labels)  # only now, on the main thread, the scene and the undo step change
             return _("{name} updated ({method}).").format(name=self.schema.by_key[structure].name,
-                                                          method=params.get("method", "server"))
+                                                          method=result.params.get("method", "server"))
 
         self._start(_("update"), refinement.refine, self.client, structure, labels, on_done=refined)
 

@@ -7,9 +7,12 @@
 - ``merge_into_segment``: the answer goes into THAT segment only: a voxel changes only between
   background and the refined structure; locked segments and every other segment stay exactly as they
   are (so they count as background for the refined one, and are never overwritten).
-- ``UndoStack``: each merge records the voxels it changed and their old values; undo restores them.
-- ``refine_segment``: the whole Update; when the server cannot be reached it raises and the labels
-  the user edited are left untouched (the merge only happens on a complete answer).
+- ``UndoStack``: each merge records the voxels it changed and their old values; undo restores them
+  (never over a voxel that another segment holds by then).
+- ``refine_segment``: the whole Update on a label array; when the server cannot be reached it raises
+  and the labels the user edited are left untouched (the merge only happens on a complete answer).
+  It returns the merge's record; the caller decides when it becomes an undo step (in Slicer: once
+  the scene has it, not when a worker thread got the answer).
 Arrays are (k, j, i) like PixelVolume's; clicks are (i, j, k).
 """
 
@@ -55,11 +58,24 @@ class ClickSet:
 
 @dataclass(frozen=True)
 class Edit:
-    """What one merge changed: flat voxel indices and their values before it."""
+    """What one merge changed in ``structure`` (label ``value``): flat voxel indices and their values before it."""
 
     structure: str
+    value: int
     indices: np.ndarray
     old_values: np.ndarray
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """One Update's answer, merged into the label array it was asked for: the server's params and the record."""
+
+    params: dict
+    edit: Edit
+
+    @property
+    def structure(self) -> str:
+        return self.edit.structure
 
 
 class UndoStack:
@@ -77,11 +93,15 @@ class UndoStack:
         return self._edits[-1] if self._edits else None
 
     def undo(self, labels: np.ndarray) -> Edit | None:
-        """Restores, in place, the voxels of the last refinement; returns its record (None: nothing to undo)."""
+        """Restores, in place, the voxels of the last refinement; returns its record (None: nothing to undo).
+        A voxel another segment has taken since stays that segment's: undo, like the refinement, changes
+        only background and the refined structure."""
         if not self._edits:
             return None
         edit = self._edits.pop()
-        labels.reshape(-1)[edit.indices] = edit.old_values
+        flat = labels.reshape(-1)
+        still_free = np.isin(flat[edit.indices], (0, edit.value))
+        flat[edit.indices[still_free]] = edit.old_values[still_free]
         return edit
 
 
@@ -148,16 +168,17 @@ def merge_into_segment(labels: np.ndarray, roi, block: np.ndarray, value: int, l
     new_values = np.where(block == value, value, 0).astype(labels.dtype)
     index_grid = np.arange(labels.size).reshape(labels.shape)[window]
     indices = index_grid[change]
-    edit = Edit(structure, indices, labels.reshape(-1)[indices].copy())
+    edit = Edit(structure, value, indices, labels.reshape(-1)[indices].copy())
     current[change] = new_values[change]
     return edit
 
 
 def refine_segment(client: KneeAIClient, image_id: str, labels: PixelVolume, structure: str, clicks: ClickSet,
-                   locked: set[str], schema: KneeSchema, undo: UndoStack) -> dict:
-    """One Update: asks the server, merges its answer into ``labels.array`` (in place) for
-    ``structure`` only, records the undo step. Returns the server's params. Any failure (server
-    unreachable, server error, bad answer) raises before ``labels`` is touched."""
+                   locked: set[str], schema: KneeSchema) -> Refinement:
+    """One Update: asks the server and merges its answer into ``labels.array`` (in place) for
+    ``structure`` only. Returns the server's params with the merge's record (push it on an UndoStack
+    to make it undoable). Any failure (server unreachable, server error, bad answer) raises before
+    ``labels`` is touched."""
     params, block = refinement_request(labels, structure, clicks, locked, schema)
     lo = params["roi"][0]
     # The ROI block with its own geometry: a file the server could also read on its own.
@@ -175,5 +196,5 @@ def refine_segment(client: KneeAIClient, image_id: str, labels: PixelVolume, str
         raise VolumeError(f"The refinement answer {answer.shape} does not match the region sent {block.shape}")
     value = schema.by_key[structure].value
     locked_values = {schema.by_key[k].value for k in locked}
-    undo.push(merge_into_segment(labels.array, params["roi"], np.asarray(answer), value, locked_values, structure))
-    return result.params
+    edit = merge_into_segment(labels.array, params["roi"], np.asarray(answer), value, locked_values, structure)
+    return Refinement(result.params, edit)

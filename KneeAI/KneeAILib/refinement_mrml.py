@@ -5,9 +5,12 @@ segment live in two markups nodes (``points_node``); every point placed there is
 when it is placed, so the newest point is the click the Update acts on. An Update has three steps so
 the module can run the network part off the main thread: ``export`` (main thread: the segmentation
 as a label map on the server's grid), ``refine`` (any thread: ``refinement.refine_segment``, numpy and
-HTTP only) and ``apply`` (main thread: only the voxels the refinement changed are written, into that
-segment alone, with ``set_segment_mask``), so locked and other segments are never touched in the scene
-either. Undo writes back the segment as it was before the last Update.
+HTTP only; it changes nothing the main thread shares) and ``apply`` (main thread: of the voxels the
+refinement changed, those that are background or that segment's NOW are written, into that segment
+alone, with ``set_segment_mask``, and only then the undo step is recorded). So locked and other
+segments are never touched in the scene either, not even when the annotator paints or locks them
+while the server works, and an Update that is cancelled or fails leaves no undo step behind. Undo
+writes back the segment as it was before the last applied Update.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from . import mrml_adapter
-from .refinement import ClickSet, UndoStack, refine_segment
+from .refinement import ClickSet, Edit, Refinement, RefinementError, UndoStack, refine_segment
 from .schema import KneeSchema
 from .terminology import segment_id
 from .volume import PixelVolume
@@ -73,29 +78,37 @@ class SceneRefinement:
         """The segmentation as a schema label map on the volume's grid (main thread: reads MRML)."""
         return mrml_adapter.labels_from_segmentation(self.segmentation_node, self.volume_node, self.schema).labels
 
-    def refine(self, client, structure: str, labels: PixelVolume) -> dict:
-        """The server's refinement merged into ``labels.array`` for ``structure`` only (any thread: no
-        MRML). Any failure raises before ``labels`` changes, and the scene is not touched here."""
-        return refine_segment(client, self.image_id, labels, structure, self.clicks, self.locked, self.schema,
-                              self.undo_stack)
+    def refine(self, client, structure: str, labels: PixelVolume) -> Refinement:
+        """The server's refinement merged into ``labels.array`` (the ``export`` snapshot) for ``structure``
+        only (any thread: no MRML, no shared state changed). Any failure raises before ``labels`` changes."""
+        return refine_segment(client, self.image_id, labels, structure, self.clicks, self.locked, self.schema)
 
-    def apply(self, structure: str, labels: PixelVolume) -> None:
-        """Writes what the last ``refine`` changed (the voxels of its undo record) into that segment, and
-        only it, as the segment is NOW (main thread): a Segment Editor stroke made on it while the server
-        worked is kept, not overwritten by the snapshot ``export`` took."""
+    def apply(self, refinement: Refinement, labels: PixelVolume) -> int:
+        """Writes ``refinement`` (from ``refine`` on the snapshot ``labels``) into its segment as the scene is
+        NOW (main thread), records the undo step, returns the voxels written. Of the voxels the refinement
+        changed only those that are background or this segment's now are written: a Segment Editor stroke
+        made on any other segment while the server worked is kept. A segment locked meanwhile is refused."""
+        structure = refinement.structure
         item = self.schema.by_key[structure]
-        changed = self.undo_stack.last.indices
+        if structure in self.locked:
+            raise RefinementError(f"'{item.name}' was locked while the server worked: its update was not applied")
+        now = self.export().array.reshape(-1)
+        changed = refinement.edit.indices
+        indices = changed[np.isin(now[changed], (0, item.value))]
+        edit = Edit(structure, item.value, indices, now[indices].copy())
         mask = mrml_adapter.segment_mask(self.segmentation_node, segment_id(item), self.volume_node)
-        mask.reshape(-1)[changed] = labels.array.reshape(-1)[changed] == item.value
+        mask.reshape(-1)[indices] = labels.array.reshape(-1)[indices] == item.value
         mrml_adapter.set_segment_mask(self.segmentation_node, segment_id(item), mask, self.volume_node)
+        self.undo_stack.push(edit)
+        return len(indices)
 
     def update(self, client, structure: str) -> dict:
         """The three steps in one call: refines ``structure`` from its clicks; on any failure the scene is
-        left as it was."""
+        left as it was. Returns the server's params."""
         labels = self.export()
-        params = self.refine(client, structure, labels)
-        self.apply(structure, labels)
-        return params
+        refinement = self.refine(client, structure, labels)
+        self.apply(refinement, labels)
+        return refinement.params
 
     def undo(self) -> str | None:
         """Reverts the last Update (whichever segment it refined); returns that segment's key."""

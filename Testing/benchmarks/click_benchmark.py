@@ -235,7 +235,7 @@ def dess_latency(args, schema) -> dict:
     """Update round trips through a real server on the real DESS."""
     from kneeai_testing import ServerPool
     from KneeAILib.client import KneeAIClient
-    from KneeAILib.refinement import ClickSet, UndoStack, refine_segment
+    from KneeAILib.refinement import ClickSet, refine_segment
     from KneeAILib.volume import read_volume_file
 
     with tempfile.TemporaryDirectory(prefix="kneeai-click-bench-") as tmp:
@@ -269,15 +269,15 @@ def dess_latency(args, schema) -> dict:
             kc, jc, ic = (s // 2 for s in shape)
             labels[kc - 10:kc + 10, jc - 60:jc + 60, ic - 60:ic + 60] = value
             volume = image.with_array(labels)
-            clicks, undo = ClickSet(), UndoStack()
+            clicks = ClickSet()
             times, methods = [], set()
             for n in range(args.dess_clicks):
                 k, j, i = (int(rng.integers(s // 4, 3 * s // 4)) for s in shape)
                 clicks.add("femoral_cartilage", (i, j, k), bool(n % 2 == 0))
                 started = time.perf_counter()
-                params = refine_segment(client, "dess", volume, "femoral_cartilage", clicks, set(), schema, undo)
+                refinement = refine_segment(client, "dess", volume, "femoral_cartilage", clicks, set(), schema)
                 times.append(time.perf_counter() - started)
-                methods.add(params.get("method"))
+                methods.add(refinement.params.get("method"))
             still_training = bool(client.train_status()) if training else False
         finally:
             if training:

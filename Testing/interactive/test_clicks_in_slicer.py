@@ -104,9 +104,10 @@ def test_points_placed_in_a_segments_markups_node_become_its_clicks_and_a_new_ca
     assert len(session.clicks.of(CARTILAGE)) == 2  # the earlier case's session heard nothing
 
 
-def test_a_stroke_made_while_the_server_works_is_kept_by_the_update(scene, schema, client, phantom_case):
-    """The module exports, refines off the main thread, then applies: the annotator may paint the same
-    segment in between. Only the voxels the refinement changed are written, so the stroke stays."""
+def _refined_in_the_background(scene, schema, client, phantom_case):
+    """A segmentation missing its femoral cartilage, one positive click in it, and the Update's first two
+    steps done (``export``, then ``refine`` as the worker thread runs it): (session, snapshot,
+    refinement, the labels before, the voxels the refinement adds)."""
     image_id, image, truth = phantom_case
     value = schema.by_key[CARTILAGE].value
     labels = truth.copy()
@@ -118,17 +119,63 @@ def test_a_stroke_made_while_the_server_works_is_kept_by_the_update(scene, schem
     segmentation = mrml_adapter.segmentation_from_labels(scene, volume.with_array(labels), schema, volume_node)
     session = SceneRefinement(image_id, segmentation, volume_node, schema)
     session.clicks.add(CARTILAGE, (int(i), int(j), int(k)), True)
-
     snapshot = session.export()
-    params = session.refine(client, CARTILAGE, snapshot)
-    stroke = np.zeros(truth.shape, bool)
+    refinement = session.refine(client, CARTILAGE, snapshot)
+    added = (snapshot.array == value) & (labels != value)
+    assert added[k, j, i] and refinement.params["method"] == "random_walker"
+    return session, snapshot, refinement, labels, added
+
+
+def _scene_labels(session):
+    export = mrml_adapter.labels_from_segmentation(session.segmentation_node, session.volume_node, session.schema)
+    assert export.overlapping_segments == {}, "two segments hold the same voxels"
+    return export.labels.array
+
+
+def test_a_stroke_made_while_the_server_works_is_kept_by_the_update(scene, schema, client, phantom_case):
+    """The module exports, refines off the main thread, then applies: the annotator may paint the same
+    segment in between. Only the voxels the refinement changed are written, so the stroke stays."""
+    session, snapshot, refinement, labels, added = _refined_in_the_background(scene, schema, client, phantom_case)
+    value = schema.by_key[CARTILAGE].value
+    stroke = np.zeros(labels.shape, bool)
     stroke[1:3, 1:3, 1:3] = True  # a corner far from the click, painted while the server worked
     assert not (labels[stroke] != 0).any()
-    mrml_adapter.set_segment_mask(segmentation, CARTILAGE, stroke, volume_node)
-    session.apply(CARTILAGE, snapshot)
+    mrml_adapter.set_segment_mask(session.segmentation_node, CARTILAGE, stroke, session.volume_node)
+    assert session.apply(refinement, snapshot) == np.count_nonzero(added)
 
-    after = mrml_adapter.labels_from_segmentation(segmentation, volume_node, schema).labels.array
+    after = _scene_labels(session)
     assert (after[stroke] == value).all(), "the stroke made during the Update was overwritten"
-    added = (after == value) & ~stroke
-    assert added[k, j, i] and params["method"] == "random_walker"
-    np.testing.assert_array_equal(added, snapshot.array == value)  # exactly the refinement's voxels
+    np.testing.assert_array_equal((after == value) & ~stroke, added)  # exactly the refinement's voxels
+
+
+def test_an_update_never_takes_voxels_another_segment_gained_or_was_locked_while_the_server_worked(
+        scene, schema, client, phantom_case):
+    session, snapshot, refinement, labels, added = _refined_in_the_background(scene, schema, client, phantom_case)
+    value, femur = schema.by_key[CARTILAGE].value, schema.by_key["femur"].value
+    # While the server worked: the annotator gave some of those voxels to the femur and locked it.
+    taken = np.zeros(labels.shape, bool)
+    taken.reshape(-1)[np.flatnonzero(added)[::3]] = True
+    mrml_adapter.set_segment_mask(session.segmentation_node, "femur", (labels == femur) | taken, session.volume_node)
+    session.locked.add("femur")
+    assert len(session.undo_stack) == 0, "a refinement not yet in the scene must not be undoable"
+
+    assert session.apply(refinement, snapshot) == np.count_nonzero(added & ~taken)
+    after = _scene_labels(session)
+    assert (after[taken] == femur).all(), "the Update overwrote voxels the femur gained meanwhile"
+    np.testing.assert_array_equal(after == value, added & ~taken)
+
+    # Undo gives back exactly what the Update wrote; the femur keeps its voxels.
+    assert session.undo() == CARTILAGE
+    expected = labels.copy()
+    expected[taken] = femur
+    np.testing.assert_array_equal(_scene_labels(session), expected)
+
+
+def test_an_update_whose_segment_was_locked_meanwhile_changes_nothing_and_leaves_no_undo_step(
+        scene, schema, client, phantom_case):
+    session, snapshot, refinement, labels, added = _refined_in_the_background(scene, schema, client, phantom_case)
+    session.locked.add(CARTILAGE)
+    with pytest.raises(ValueError, match="locked while the server worked"):
+        session.apply(refinement, snapshot)
+    np.testing.assert_array_equal(_scene_labels(session), labels)
+    assert len(session.undo_stack) == 0 and session.undo() is None

@@ -77,6 +77,16 @@ def test_client_merge_never_touches_locked_or_other_segments_and_undo_restores_e
         merge_into_segment(labels, roi, block, 1, locked_values={1})
     np.testing.assert_array_equal(labels, before)
 
+    # An undo never takes voxels another segment was given after the refinement.
+    undo.push(merge_into_segment(labels, roi, block, 5, locked_values={1, 2}, structure="femoral_cartilage"))
+    refined = labels.copy()
+    painted = np.zeros(labels.shape, bool)
+    painted.reshape(-1)[np.flatnonzero(refined != before)[::2]] = True
+    labels[painted] = 3  # the annotator paints another structure over half of what the Update added
+    undo.undo(labels)
+    assert (labels[painted] == 3).all()
+    np.testing.assert_array_equal(labels[~painted], before[~painted])
+
 
 def test_request_refuses_locked_unknown_and_outside_clicks(schema):
     volume = PixelVolume(np.zeros((10, 20, 30), np.uint8), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))

@@ -39,7 +39,9 @@ def test_update_fixes_the_missed_region_changes_nothing_else_and_undo_restores(c
     volume = image.with_array(labels.copy())
     clicks, undo = ClickSet(), UndoStack()
     clicks.add(CARTILAGE, click.ijk, click.positive)
-    params = refine_segment(client, image_id, volume, CARTILAGE, clicks, {"femur"}, schema, undo)
+    refinement = refine_segment(client, image_id, volume, CARTILAGE, clicks, {"femur"}, schema)
+    undo.push(refinement.edit)
+    params = refinement.params
     assert params["method"] == "random_walker" and params["structure"] == CARTILAGE
     after = volume.array
     changed = after != labels
@@ -63,7 +65,7 @@ def test_server_never_writes_other_structures_even_when_clicked_on(client, damag
     volume = image.with_array(labels.copy())
     clicks = ClickSet()
     clicks.add(CARTILAGE, (int(femur[2]), int(femur[1]), int(femur[0])), True)
-    refine_segment(client, image_id, volume, CARTILAGE, clicks, set(), schema, UndoStack())
+    refine_segment(client, image_id, volume, CARTILAGE, clicks, set(), schema)
     others = ~np.isin(labels, [0, value])
     np.testing.assert_array_equal(volume.array[others], labels[others])
 
@@ -114,10 +116,9 @@ def test_update_without_a_server_keeps_the_users_edits(damaged, schema, tmp_path
     edited = labels.copy()
     edited[10:12, 10:12, 10:12] = value  # the user's own paint strokes
     volume = image.with_array(edited.copy())
-    clicks, undo = ClickSet(), UndoStack()
+    clicks = ClickSet()
     clicks.add(CARTILAGE, click.ijk, True)
     offline = KneeAIClient(f"http://127.0.0.1:{free_port()}", download_dir=tmp_path, connect_timeout=1, retries=0)
     with pytest.raises(ServerUnreachable):
-        refine_segment(offline, image_id, volume, CARTILAGE, clicks, set(), schema, undo)
+        refine_segment(offline, image_id, volume, CARTILAGE, clicks, set(), schema)
     np.testing.assert_array_equal(volume.array, edited)
-    assert len(undo) == 0
