@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +32,7 @@ from lib.configs.knee_refinement import REFINEMENT, click_config_from_conf, refi
 from lib.infers.knee_refinement import ImageCache, KneeRefinement, KneeScribbles
 from lib.infers.knee_segmentation import KneeSegmentation
 from lib.model_store import ModelStore
+from lib.transforms.image_io import InputError, check_upload
 from lib.scoring.tta_uncertainty import TTAUncertaintyScoring
 from lib.trainers.knee_refinement import KneeRefinementTrainer
 from lib.trainers.knee_segmentation import KneeSegmentationTrainer
@@ -39,6 +41,24 @@ logger = logging.getLogger(__name__)
 
 MODEL = "knee_segmentation"
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "Resources" / "knee_schema.json"
+
+
+# The names tempfile.NamedTemporaryFile gives, in which MONAI Label's infer endpoint stores an upload
+# (in the system's temporary folder): random, so not guessable, unlike a path a client might try.
+UPLOAD_NAME = re.compile(r"tmp[a-z0-9_]{8}(\.[A-Za-z0-9]+)*")
+
+
+def is_upload(value: str) -> bool:
+    path = Path(value)
+    return (UPLOAD_NAME.fullmatch(path.name) is not None and path.is_file()
+            and path.resolve().parent == Path(tempfile.gettempdir()).resolve())
+
+
+def _check_upload(path: str) -> None:
+    try:
+        check_upload(path)
+    except InputError as e:
+        raise HTTPException(422, str(e)) from e
 
 
 class KneeAIApp(MONAILabelApp):
@@ -95,19 +115,25 @@ class KneeAIApp(MONAILabelApp):
     def info(self) -> dict[str, Any]:
         meta = super().info()
         meta["knee_schema"] = self.schema.to_info()
-        promoted = self.store.promoted()
-        meta["model_version"] = promoted["version"] if promoted else "untrained"
+        meta["model_version"] = self.store.promoted_version("untrained")
         return meta
 
     def infer(self, request, datastore=None):
-        # An image is either a datastore id or a file the client just uploaded (a temporary file the
-        # endpoint wrote): never an arbitrary path on the server.
+        # An image is either a datastore id or a file the client just uploaded; a label only the latter.
+        # MONAI Label lays the request's JSON params over the uploads' paths, so a client could name
+        # any path on the server here: only the endpoint's own temporary files pass.
         image = request.get("image")
         if isinstance(image, str):
-            uploaded = os.path.isfile(image) and Path(image).resolve().parent == Path(tempfile.gettempdir()).resolve()
-            if not uploaded:
+            if is_upload(image):
+                _check_upload(image)
+            else:
                 check_id(image)
                 if not self.datastore().get_image_uri(image):
                     raise HTTPException(404, f"Image {image!r} not found")
+        label = request.get("label")
+        if label is not None:
+            if not (isinstance(label, str) and is_upload(label)):
+                raise HTTPException(422, "'label' must be the label file sent with the request, not a path or id")
+            _check_upload(label)
         return super().infer(request, datastore)
 

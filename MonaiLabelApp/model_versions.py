@@ -21,7 +21,7 @@ APP_DIR = Path(__file__).resolve().parent
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
-from lib.model_store import ModelStore  # noqa: E402
+from lib.model_store import DamagedFile, ModelStore  # noqa: E402
 
 
 def started_from(options: dict) -> str | None:
@@ -31,8 +31,18 @@ def started_from(options: dict) -> str | None:
     return "scratch" if options.get("init") == "scratch" else None
 
 
+def serving(store: ModelStore) -> str | None:
+    """The promoted version; None (and why, on stderr) when promoted.json is missing or damaged, so that
+    --promote can still repair it."""
+    try:
+        return (store.promoted() or {}).get("version")
+    except DamagedFile as error:
+        print(f"no version serves: {error}", file=sys.stderr)
+        return None
+
+
 def version_rows(store: ModelStore) -> list[dict]:
-    promoted = (store.promoted() or {}).get("version")
+    promoted = serving(store)
     rows = []
     for version in store.versions():
         metrics = store.metrics(version) or {}
@@ -75,7 +85,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             store.check_version(args.promote)
         except ValueError as error:
             raise SystemExit(f"--promote: {error}") from None
-        before = (store.promoted() or {}).get("version")
+        before = serving(store)
         store.promote(args.promote, (store.metrics(args.promote) or {}).get("mean_dice"), by="hand")
         print(f"promoted {args.promote} (was {before or 'none'})")
     rows = version_rows(store)

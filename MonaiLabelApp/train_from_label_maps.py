@@ -61,6 +61,7 @@ from lib.evaluation.training_datastore import (  # noqa: E402
     seed_validation_split,
 )
 from lib.model_store import ModelStore, read_json, write_json_atomically  # noqa: E402
+from lib.trainers.options import OptionError, checked_options  # noqa: E402
 
 MODEL = "knee_segmentation"
 
@@ -77,13 +78,36 @@ def parse_train_options(pairs: list[str], known: dict) -> dict[str, str]:
     return options
 
 
-def training_defaults(model: str) -> dict:
-    """The training request's options and defaults of ``model``'s train task (what its /info shows)."""
+def training_defaults(model: str) -> tuple[dict, dict]:
+    """The training request's options and defaults of ``model``'s train task (what its /info shows), and
+    the ranges of their values."""
     if model == MODEL:
-        from lib.trainers.knee_segmentation import DEFAULTS
+        from lib.trainers.knee_segmentation import DEFAULTS, RANGES
     else:
-        from lib.trainers.knee_refinement import DEFAULTS
-    return DEFAULTS
+        from lib.trainers.knee_refinement import DEFAULTS, RANGES
+    return DEFAULTS, RANGES
+
+
+def training_request(args, train_options: dict) -> dict:
+    """The request the server's training task gets, checked as the task checks it: a bad value stops the
+    command here, before minutes of synthesis."""
+    request = {"model": args.model, "max_epochs": args.epochs, "seed": args.seed, "init": args.init}
+    if args.model == MODEL:
+        request.update(iterations_per_epoch=args.iterations_per_epoch, val_interval=args.val_interval)
+    else:
+        request["synthetic_cases"] = args.synthetic_cases
+        if args.iterations_per_epoch:
+            request["iterations_per_epoch"] = args.iterations_per_epoch
+    if args.learning_rate is not None:
+        request["learning_rate"] = args.learning_rate
+    if args.device:
+        request["device"] = args.device
+    request.update(train_options)
+    try:
+        checked_options(request, *training_defaults(args.model))
+    except OptionError as error:
+        raise SystemExit(str(error)) from None
+    return request
 
 
 def parse_conf(pairs: list[str]) -> dict[str, str]:
@@ -177,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = Path(args.out).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     conf = parse_conf(args.conf)
-    train_options = parse_train_options(args.train_option, training_defaults(args.model))
+    request = training_request(args, parse_train_options(args.train_option, training_defaults(args.model)[0]))
     config = model_config_from_conf(conf) if args.model == MODEL else click_config_from_conf(conf)
     if args.working_spacing_mm is not None:
         spacing_mm = args.working_spacing_mm
@@ -242,18 +266,6 @@ def main(argv: list[str] | None = None) -> dict:
     from main import KneeAIApp
 
     app = KneeAIApp(str(APP_DIR), str(workdir / "studies"), {**conf, "model_dir": str(model_dir)})
-    request = {"model": args.model, "max_epochs": args.epochs, "seed": args.seed, "init": args.init}
-    if args.model == MODEL:
-        request.update(iterations_per_epoch=args.iterations_per_epoch, val_interval=args.val_interval)
-    else:
-        request["synthetic_cases"] = args.synthetic_cases
-        if args.iterations_per_epoch:
-            request["iterations_per_epoch"] = args.iterations_per_epoch
-    if args.learning_rate is not None:
-        request["learning_rate"] = args.learning_rate
-    if args.device:
-        request["device"] = args.device
-    request.update(train_options)
     t1 = time.time()
     summary = app.train(request)
     training_s = time.time() - t1

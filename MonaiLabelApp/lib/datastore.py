@@ -8,7 +8,9 @@ place: a bad or interrupted upload never damages what the datastore already hold
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -20,11 +22,12 @@ from fastapi import HTTPException
 from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 
-from lib.transforms.image_io import InputError, read_volume, same_geometry, volume_suffix, write_atomically
+from lib.model_store import write_text_atomically
+from lib.transforms.image_io import InputError, read_upload, same_geometry, volume_suffix, write_atomically
 
 logger = logging.getLogger(__name__)
 
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 LABEL_SUFFIX = ".nii.gz"
 
 
@@ -36,7 +39,7 @@ class RejectedInput(HTTPException):
 
 
 def check_id(value: str, what: str = "image id") -> str:
-    if not isinstance(value, str) or not SAFE_ID.match(value) or ".." in value:
+    if not isinstance(value, str) or not SAFE_ID.fullmatch(value) or ".." in value:
         raise RejectedInput(
             f"Invalid {what} {value!r}: use letters, digits, '.', '_' and '-' only (no paths)", status_code=400
         )
@@ -55,7 +58,7 @@ class KneeDatastore(LocalDatastore):
             raise RejectedInput(f"Unsupported image file type: {Path(image_filename).name}; send NIfTI or NRRD", 415)
         image_id = check_id(image_id or Path(image_filename).name[: -len(suffix)])
         try:
-            image = read_volume(image_filename)
+            image = read_upload(image_filename)
         except InputError as e:
             raise RejectedInput(str(e)) from e
         if image_id in self._datastore.objects:
@@ -70,6 +73,22 @@ class KneeDatastore(LocalDatastore):
             self._update_datastore_file(lock=False)
         logger.info(f"Added image {image_id} {image.GetSize()}")
         return image_id
+
+    def _update_datastore_file(self, lock: bool = True) -> None:
+        """MONAI Label rewrites datastore_v2.json in place: a process killed mid-write (the scoring task is
+        stopped with SIGKILL) left half a file, and the next start failed on it. Written to a temporary
+        file and renamed instead."""
+        def write() -> None:
+            self._ignore_event_config = True
+            text = json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str)
+            write_text_atomically(Path(self._datastore_config_path), text)
+            self._config_ts = os.stat(self._datastore_config_path).st_mtime
+
+        if lock:
+            with FileLock(self._lock_file):
+                write()
+        else:
+            write()
 
     # -- labels --------------------------------------------------------------------------------
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
@@ -93,7 +112,7 @@ class KneeDatastore(LocalDatastore):
     def checked_label(self, image_id: str, label_filename: str) -> sitk.Image:
         """The label as uint8 in its image's geometry, or a RejectedInput saying what is wrong."""
         try:
-            label = read_volume(label_filename)
+            label = read_upload(label_filename)
         except InputError as e:
             raise RejectedInput(f"Label for {image_id}: {e}") from e
         image_path = self.get_image_uri(image_id)

@@ -26,8 +26,9 @@ def import_dicom_folders(studies: str | Path) -> list[Path]:
             continue
         try:
             echoes = read_dicom_echoes(folder)
-        except InputError:
-            continue  # not a DICOM folder
+        except InputError as e:
+            logger.info(f"Studies folder {folder.name}/ not imported: {e}")  # not DICOM, or a series ITK cannot read
+            continue
         for k, (te, volume) in enumerate(echoes, start=1):
             name = f"{folder.name}.nii.gz" if len(echoes) == 1 else f"{folder.name}_echo{k}.nii.gz"
             write_atomically(pixels_only(volume), studies / name)

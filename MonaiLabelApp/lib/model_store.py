@@ -13,6 +13,7 @@ half-written model, and the promoted version stays the last good one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -22,7 +23,9 @@ from typing import Any
 
 import torch
 
-VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
+logger = logging.getLogger(__name__)
+
+VERSION_PATTERN = re.compile(r"v(\d{4,})")
 
 
 def _write_atomically(path: Path, write) -> None:
@@ -38,15 +41,29 @@ def _write_atomically(path: Path, write) -> None:
         raise
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    _write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def write_json_atomically(path: Path, data: Any) -> None:
-    _write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2), encoding="utf-8"))
+    write_text_atomically(path, json.dumps(data, indent=2))
+
+
+class DamagedFile(ValueError):
+    """A JSON file of the model folder or the training set-up that exists but cannot be read."""
 
 
 def read_json(path: Path) -> dict | None:
+    """The file's JSON; None only when there is no file. A damaged file raises: read as missing, a damaged
+    promoted.json served the untrained network and let any next version be promoted, and a damaged
+    split was silently drawn again (other knees validating)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DamagedFile(f"{path} cannot be read ({e}); restore it, or move it away to start that record "
+                          "afresh") from e
 
 
 class ModelStore:
@@ -59,14 +76,14 @@ class ModelStore:
     def versions(self) -> list[str]:
         if not self.versions_dir.is_dir():
             return []
-        found = [p.name for p in self.versions_dir.iterdir() if VERSION_PATTERN.match(p.name) and (p / "model.pt").is_file()]
+        found = [p.name for p in self.versions_dir.iterdir() if VERSION_PATTERN.fullmatch(p.name) and (p / "model.pt").is_file()]
         return sorted(found, key=lambda v: int(v[1:]))
 
     def new_version(self) -> str:
         """Reserves the next version name (the folder is created, so two runs never share one)."""
         with self._lock:
             self.versions_dir.mkdir(parents=True, exist_ok=True)
-            taken = [int(m.group(1)) for p in self.versions_dir.iterdir() if (m := VERSION_PATTERN.match(p.name))]
+            taken = [int(m.group(1)) for p in self.versions_dir.iterdir() if (m := VERSION_PATTERN.fullmatch(p.name))]
             number = max(taken, default=0) + 1
             while True:
                 name = f"v{number:04d}"
@@ -82,7 +99,13 @@ class ModelStore:
         write_json_atomically(folder / "metrics.json", metrics)
 
     def metrics(self, version: str) -> dict | None:
-        return read_json(self.versions_dir / version / "metrics.json")
+        """The version's record (validation Dice, options); a damaged one reads as {"damaged": reason}: it
+        informs, nothing is decided on it (promotion measures the incumbent again)."""
+        try:
+            return read_json(self.versions_dir / version / "metrics.json")
+        except DamagedFile as e:
+            logger.warning(str(e))
+            return {"damaged": str(e)}
 
     def model_path(self, version: str) -> Path:
         return self.versions_dir / version / "model.pt"
@@ -90,7 +113,7 @@ class ModelStore:
     def check_version(self, version: str) -> str:
         """``version`` if it names a saved version here; a clear ValueError otherwise (also for names
         that are not version names at all, such as paths)."""
-        if not VERSION_PATTERN.match(version or ""):
+        if not VERSION_PATTERN.fullmatch(version or ""):
             raise ValueError(f"{version!r} is not a model version name (v0001, v0002, ...)")
         if not self.model_path(version).is_file():
             have = ", ".join(self.versions()) or "none"
@@ -106,7 +129,7 @@ class ModelStore:
         (such as "v0006", one that was not promoted); a clear ValueError otherwise."""
         if init in ("promoted", "scratch"):
             return init
-        if VERSION_PATTERN.match(init or ""):
+        if VERSION_PATTERN.fullmatch(init or ""):
             return self.check_version(init)
         raise ValueError(f"init must be 'promoted', 'scratch' or a model version such as v0001; got {init!r}")
 
@@ -125,7 +148,11 @@ class ModelStore:
 
     def training_stats(self) -> dict:
         """The last run's progress, the promoted version and every version's validation mean Dice."""
-        stats = read_json(self.root / "train_stats.json") or {}
+        try:
+            stats = read_json(self.root / "train_stats.json") or {}
+        except DamagedFile as e:  # progress display only, rewritten at the next epoch: say so, show the rest
+            logger.warning(str(e))
+            stats = {"damaged": str(e)}
         promoted = self.promoted()
         stats["promoted_version"] = promoted["version"] if promoted else None
         stats["versions"] = {v: (self.metrics(v) or {}).get("mean_dice") for v in self.versions()}
@@ -133,10 +160,28 @@ class ModelStore:
 
     # -- promotion -----------------------------------------------------------------------------
     def promoted(self) -> dict | None:
+        """The promoted version's record; None before any promotion. A record that is damaged or names a
+        version that is gone raises DamagedFile: serving the untrained network instead would go unnoticed."""
         info = read_json(self.root / "promoted.json")
-        if info and self.model_path(info.get("version", "")).is_file():
-            return info
-        return None
+        if info is None:
+            return None
+        version = info.get("version") if isinstance(info, dict) else None
+        if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
+            raise DamagedFile(f"{self.root / 'promoted.json'} names no version; promote one with "
+                              "MonaiLabelApp/model_versions.py --promote")
+        if not self.model_path(version).is_file():
+            raise DamagedFile(f"{self.root / 'promoted.json'} names {version}, whose model.pt is gone; restore it or "
+                              "promote another version with MonaiLabelApp/model_versions.py --promote")
+        return info
+
+    def promoted_version(self, none: str) -> str:
+        """What /info shows: the promoted version, ``none`` before any promotion, or "damaged: <reason>"
+        (the server keeps answering /info, so a client can show why inference fails)."""
+        try:
+            promoted = self.promoted()
+        except DamagedFile as e:
+            return f"damaged: {e}"
+        return promoted["version"] if promoted else none
 
     def promote(self, version: str, mean_dice: float | None, by: str = "training") -> None:
         """Promotes ``version``; training compared it with the promoted one on the same cases (a

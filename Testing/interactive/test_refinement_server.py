@@ -122,3 +122,24 @@ def test_update_without_a_server_keeps_the_users_edits(damaged, schema, tmp_path
     with pytest.raises(ServerUnreachable):
         refine_segment(offline, image_id, volume, CARTILAGE, clicks, set(), schema)
     np.testing.assert_array_equal(volume.array, edited)
+
+
+def test_the_label_must_be_the_uploaded_file_on_the_images_grid(client, damaged, sample_studies, tmp_path):
+    """MONAI Label lays the request's params over the uploaded files' paths: a 'label' naming a file on
+    the server (another case's label, a folder) is refused, and so is an upload of the right size whose
+    origin is not the image's (it would be refined where it is not)."""
+    image_id, image, truth, labels, value, click = damaged
+    params = {"structure": CARTILAGE, "foreground": [list(click.ijk)]}
+    for server_path in (sample_studies / "labels" / "final" / f"{image_id}.nii.gz", sample_studies):
+        assert server_path.exists()
+        with pytest.raises(ServerError) as error:
+            client.infer(image_id=image_id, model="knee_refinement", params={**params, "label": str(server_path)})
+        assert error.value.status_code == 422 and "label file sent with the request" in error.value.detail
+
+    from KneeAILib.volume import write_volume_atomically
+
+    shifted = PixelVolume(labels, image.spacing, tuple(o + 7.5 for o in image.origin), image.direction)
+    label_file = write_volume_atomically(shifted, tmp_path / "shifted.nii.gz")
+    with pytest.raises(ServerError) as error:
+        client.infer(image_id=image_id, model="knee_refinement", params=params, label_file=label_file)
+    assert error.value.status_code == 422 and "not on the image's grid" in error.value.detail

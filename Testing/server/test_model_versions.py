@@ -9,7 +9,7 @@ from kneeai_testing import ROOT, TINY_MODEL_CONF
 
 from KneeAILib.schema import KneeSchema
 from lib.configs.knee_segmentation import model_config_from_conf
-from lib.model_store import ModelStore
+from lib.model_store import DamagedFile, ModelStore
 from lib.networks import KneeNetworks
 
 SCHEMA = KneeSchema.load(ROOT / "Resources" / "knee_schema.json")
@@ -57,7 +57,8 @@ def test_promoting_by_hand_switches_what_serves_and_says_who_chose_it(store):
 
 @pytest.mark.parametrize("name, message", [
     ("v0009", "no model version v0009"), ("v0003", "no model version v0003"),
-    ("../model/versions/v0001", "is not a model version name"), ("latest", "is not a model version name")])
+    ("../model/versions/v0001", "is not a model version name"), ("latest", "is not a model version name"),
+    ("v0001\n", "is not a model version name")])
 def test_a_name_that_is_not_a_kept_version_is_refused_and_nothing_changes(store, name, message):
     import model_versions
 
@@ -103,3 +104,35 @@ def test_the_training_command_refuses_an_unknown_starting_version_before_any_wor
         train_from_label_maps.main([str(tmp_path), "--convention", "oai_zib", "--out", str(work),
                                     "--init", "v0004", "--device", "cpu"])
     assert not (work / "studies").exists()
+
+
+@pytest.mark.parametrize("damage", ['{"version": "v0001", "mean_di', '{"version": "v0007"}', '["v0001"]'])
+def test_a_damaged_promotion_record_is_reported_not_served_as_untrained_and_can_be_repaired(store, damage, capsys):
+    """Read as missing, a damaged promoted.json made the server run the untrained network unnoticed and
+    let a next training run promote anything (its bar was 'nothing promoted')."""
+    import model_versions
+
+    (store.root / "promoted.json").write_text(damage)
+    with pytest.raises(DamagedFile, match="promoted.json"):
+        store.promoted()
+    with pytest.raises(DamagedFile):
+        store.load_promoted()
+    assert store.promoted_version("untrained").startswith("damaged: ")  # what /info shows
+    rows = model_versions.main([str(store.root), "--promote", "v0001"])
+    assert "no version serves" in capsys.readouterr().err
+    assert [r["version"] for r in rows if r["serving"]] == ["v0001"] and store.promoted()["version"] == "v0001"
+
+
+def test_a_damaged_split_stops_training_instead_of_being_drawn_again(tmp_path):
+    """The validation knees are fixed in split.json so that Dice figures compare; a damaged file drawn
+    again silently would move knees between training and validation."""
+    from lib.trainers.training_data import fixed_split
+
+    items = [{"image": f"/d/k{i}.nii.gz", "label": f"/d/labels/k{i}.nii.gz"} for i in range(6)]
+    split_file = tmp_path / "split.json"
+    fixed_split(items, split_file)
+    kept = split_file.read_text()
+    split_file.write_text(kept[: len(kept) // 2])
+    with pytest.raises(DamagedFile, match="split.json"):
+        fixed_split(items, split_file)
+    assert split_file.read_text() == kept[: len(kept) // 2]  # left for a person to restore

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +175,41 @@ def test_inference_on_uploaded_non_image_is_rejected(knee_server, intact, tmp_pa
         response = requests.post(f"{knee_server}/infer/knee_segmentation", files={"file": ("junk.nii.gz", f)},
                                  data={"params": json.dumps({})}, timeout=60)
     assert_rejected(response, 422)
+
+
+def metaimage_header(data_file: str) -> str:
+    return ("ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_UCHAR\nElementSpacing = 1 1 1\n"
+            f"ElementDataFile = {data_file}\n")
+
+
+def test_a_header_naming_another_file_on_the_server_is_rejected(knee_server, intact, tmp_path):
+    """A MetaImage or NRRD header may name a separate data file: uploaded, the server would read (and
+    store, and serve back) whatever file of its own disk the header names."""
+    secret = tmp_path / "other_patient.raw"
+    secret.write_bytes(bytes(range(64)))
+    header = tmp_path / "leak.mha"
+    header.write_text(metaimage_header(str(secret)))
+    assert_rejected(upload_image(knee_server, "leak", header), 422, "separate data file")
+    with header.open("rb") as f:
+        response = requests.post(f"{knee_server}/infer/knee_segmentation", files={"file": ("leak.mha", f)},
+                                 data={"params": json.dumps({})}, timeout=60)
+    assert_rejected(response, 422, "separate data file")
+    nrrd = tmp_path / "leak.nrrd"
+    nrrd.write_text(f"NRRD0004\ntype: uchar\ndimension: 3\nsizes: 4 4 4\nencoding: raw\ndata file: {secret}\n\n")
+    assert_rejected(upload_image(knee_server, "leak", nrrd), 422, "separate data file")
+    detached = tmp_path / "leak.mhd"
+    detached.write_text(metaimage_header(str(secret)))
+    assert_rejected(upload_image(knee_server, "leak", detached), 422, "single-file")
+
+
+def test_inference_on_a_server_file_named_through_the_params_is_rejected(knee_server, intact, phantom_image):
+    """Only the endpoint's own temporary upload passes as an image path: a file in the server's temporary
+    folder named in the params is treated as an id, and refused."""
+    planted = Path(tempfile.gettempdir()) / f"kneeai-test-{uuid.uuid4().hex}.nii.gz"
+    sitk.WriteImage(phantom_image, str(planted))
+    try:
+        response = requests.post(f"{knee_server}/infer/knee_segmentation", params={"image": IMAGE_ID},
+                                 data={"params": json.dumps({"image": str(planted)})}, timeout=60)
+        assert_rejected(response, 400, "invalid image id")
+    finally:
+        planted.unlink()

@@ -28,7 +28,7 @@ from lib.interactive.refine import Refiner, network_refiner, walker_refiner
 from lib.interactive.request import RequestError, parse_click_request, roi_labels
 from lib.interactive.scribbles import refine_with_scribbles
 from lib.model_store import ModelStore
-from lib.transforms.image_io import InputError, read_volume, write_atomically
+from lib.transforms.image_io import InputError, read_volume, same_geometry, write_atomically
 from lib.transforms.working_grid import sub_grid
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class _OneStructureTask(InferTask):
         size = image.GetSize()
         parsed = parse_click_request(request, self.schema, size, need_clicks)
         labels = roi_labels(sitk.GetArrayViewFromImage(label), parsed, size)
+        _check_label_grid(label, image, parsed)
         unknown = sorted(set(np.unique(labels).tolist()) - self.schema.allowed_values())
         if unknown:
             raise RequestError(f"The label map has values the knee schema does not know: {unknown}", 422)
@@ -99,6 +100,26 @@ class _OneStructureTask(InferTask):
         return out, params
 
 
+def _check_label_grid(label: sitk.Image, image: sitk.Image, parsed) -> None:
+    """The label map lies on the image's grid, or on the roi's block of it: a label of the right size on
+    another grid (origin, spacing or direction) would be refined where it is not."""
+    lo, hi = parsed.roi
+    whole = label.GetSize() == image.GetSize()
+    grid = (sub_grid(image, (0, 0, 0), image.GetSize()) if whole
+            else sub_grid(image, lo, tuple(b - a for a, b in zip(lo, hi))))
+    reference = sitk.Image([int(v) for v in grid.size], sitk.sitkUInt8)
+    reference.SetSpacing(grid.spacing)
+    reference.SetOrigin(grid.origin)
+    reference.SetDirection(grid.direction)
+    if not same_geometry(label, reference):
+        def rounded(values, digits):
+            return [round(float(v), digits) for v in values]
+
+        raise RequestError(f"The label map is not on the image's grid{'' if whole else ' at the roi'}: origin "
+                           f"{rounded(label.GetOrigin(), 3)} spacing {rounded(label.GetSpacing(), 4)}, expected "
+                           f"{rounded(grid.origin, 3)} {rounded(grid.spacing, 4)} (directions must match too)", 422)
+
+
 class KneeRefinement(_OneStructureTask):
     def __init__(self, store: ModelStore, schema, cache: ImageCache, description: str):
         super().__init__(schema, description, cache)
@@ -108,8 +129,7 @@ class KneeRefinement(_OneStructureTask):
 
     def info(self) -> dict[str, Any]:
         info = super().info()
-        promoted = self.store.promoted()
-        info["model_version"] = promoted["version"] if promoted else "random_walker"
+        info["model_version"] = self.store.promoted_version("random_walker")
         return info
 
     def refiner(self, device) -> Refiner:

@@ -50,8 +50,7 @@ class KneeSegmentation(InferTask):
 
     def info(self) -> dict[str, Any]:
         info = super().info()
-        promoted = self.store.promoted()
-        info["model_version"] = promoted["version"] if promoted else UNTRAINED
+        info["model_version"] = self.store.promoted_version(UNTRAINED)
         return info
 
     def segmenter(self, device: torch.device) -> tuple[str, KneeSegmenter]:

@@ -15,6 +15,7 @@ live in their own ModelStore.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import replace
@@ -35,6 +36,7 @@ from lib.interactive.refine import Refiner, click_input, network_refiner, walker
 from lib.interactive.simulation import MAX_FALSE_BLOB_MM, corrupt, error_clicks, run_clicks, starting_labels
 from lib.model_store import ModelStore
 from lib.precision import autocast, grad_scaler
+from lib.trainers.options import checked_options
 from lib.trainers.training_data import fixed_split, load_pair
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,9 @@ DEFAULTS = {
     "seed": 0,
     "init": "promoted",  # or "scratch", or a kept version such as "v0007"
 }
+RANGES = {"max_epochs": (1, math.inf), "iterations_per_epoch": (1, math.inf), "batch_size": (1, math.inf),
+          "learning_rate": (0, 1), "max_clicks": (1, math.inf), "synthetic_cases": (0, math.inf),
+          "clicks_in_the_loop": (0, 1), "validation_clicks": (1, math.inf), "seed": (0, 2**32 - 1)}
 # Of these, OAI-ZIB knees have femur and femoral and patellar cartilage; the rest are scored on knees
 # that label them (the synthesised knee kept for validation, submitted labels with menisci).
 VALIDATION_STRUCTURES = ("femur", "femoral_cartilage", "lateral_tibial_cartilage", "patellar_cartilage",
@@ -187,7 +192,7 @@ class KneeRefinementTrainer(TrainTask):
         return self.store.training_stats()
 
     def __call__(self, request, datastore: Datastore) -> dict[str, Any]:
-        options = {**DEFAULTS, **{k: v for k, v in request.items() if k in DEFAULTS}}
+        options = checked_options(request, DEFAULTS, RANGES)
         seed = int(options["seed"])
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -28,6 +29,7 @@ from lib.model_store import ModelStore
 from lib.networks import KneeModelConfig, KneeNetworks
 from lib.precision import autocast, grad_scaler
 from lib.segmenter import JOINT_KINDS, KneeSegmenter
+from lib.trainers.options import checked_options
 from lib.trainers.training_data import augment, fixed_split, load_pair, prepare_case, random_crop
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ DEFAULTS = {
     "seed": 0,
     "init": "promoted",  # or "scratch", or a kept version such as "v0006"
 }
+RANGES = {"max_epochs": (1, math.inf), "iterations_per_epoch": (0, math.inf), "learning_rate": (0, 1),
+          "val_interval": (1, math.inf), "seed": (0, 2**32 - 1)}
 
 
 class KneeSegmentationTrainer(TrainTask):
@@ -60,7 +64,7 @@ class KneeSegmentationTrainer(TrainTask):
         return self.store.training_stats()
 
     def __call__(self, request, datastore: Datastore) -> dict[str, Any]:
-        options = {**DEFAULTS, **{k: v for k, v in request.items() if k in DEFAULTS}}
+        options = checked_options(request, DEFAULTS, RANGES)
         seed = int(options["seed"])
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)

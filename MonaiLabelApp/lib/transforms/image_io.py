@@ -65,6 +65,61 @@ def read_volume(path: str | Path, echo: int | None = None) -> sitk.Image:
     return check_volume(image, path.name)
 
 
+# What a client may upload: one self-contained file. A detached header (.nhdr, .mhd) or a header that
+# names a data file of its own would make the server read whatever file on its disk the header names.
+UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def read_upload(path: str | Path) -> sitk.Image:
+    """``read_volume`` for a file a client sent (``check_upload`` first)."""
+    return read_volume(check_upload(path))
+
+
+def check_upload(path: str | Path) -> Path:
+    """A file a client sent must be a single self-contained NIfTI, NRRD or MetaImage file: never a folder,
+    a detached header or a header pointing at another file on the server. Reads the header only."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path.name}: not an uploaded file")
+    if not path.name.lower().endswith(UPLOAD_SUFFIXES):
+        raise InputError(f"{path.name}: send a single-file volume ({', '.join(UPLOAD_SUFFIXES)}), "
+                         "not a detached header or another format")
+    data_file = _named_data_file(path)
+    if data_file:
+        raise InputError(f"{path.name}: its header names a separate data file ({data_file!r}); send the voxels "
+                         "in the file itself")
+    return path
+
+
+def _named_data_file(path: Path) -> str:
+    """The data file an NRRD ('data file:') or MetaImage ('ElementDataFile = ...' other than LOCAL) header
+    names, or '' when the voxels are in the file itself."""
+    name = path.name.lower()
+    if not name.endswith((".nrrd", ".mha")):
+        return ""
+    with path.open("rb") as f:
+        header = f.read(65536).decode("latin-1")
+    for line in header.splitlines():
+        if not line.strip():
+            break  # an NRRD header ends at its first blank line
+        key, _, value = line.partition(":" if name.endswith(".nrrd") else "=")
+        key = key.strip().lower().replace(" ", "")
+        if name.endswith(".nrrd") and key == "datafile":
+            return value.strip()
+        if name.endswith(".mha") and key == "elementdatafile":
+            return "" if value.strip().upper() == "LOCAL" else value.strip()
+    return ""
+
+
+def echo_time_ms(text: str) -> float | None:
+    """EchoTime (0018,0081) as a number, or None where it is empty or not one number (the tag is Type 2:
+    present but empty is allowed)."""
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None
+
+
 def check_complete(path: Path, image: sitk.Image) -> None:
     """ITK reads a cut-off file without complaint, padding the missing voxels: refuse it instead."""
     with path.open("rb") as f:
@@ -131,7 +186,7 @@ def read_dicom_echoes(folder: Path) -> list[tuple[float, sitk.Image]]:
             continue  # not DICOM (e.g. a DICOMDIR or a text file): ignore, as a PACS viewer would
         keys = set(reader.GetMetaDataKeys())
         series = reader.GetMetaData(TAG_SERIES_UID).strip() if TAG_SERIES_UID in keys else ""
-        te = float(reader.GetMetaData(TAG_ECHO_TIME)) if TAG_ECHO_TIME in keys else 0.0
+        te = (echo_time_ms(reader.GetMetaData(TAG_ECHO_TIME)) if TAG_ECHO_TIME in keys else None) or 0.0
         groups[(series, te)].append(str(f))
     if not groups:
         raise InputError(f"{folder.name}: no DICOM images found")

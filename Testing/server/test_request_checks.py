@@ -1,0 +1,132 @@
+"""What the server checks before it does any work or writes anything: training options, ids, DICOM
+tags that are present but empty, and the datastore's own record written so that a crash cannot cut it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from kneeai_testing import MESE_DICOM, ROOT, require
+
+from KneeAILib.schema import KneeSchema
+from lib.datastore import KneeDatastore, RejectedInput, check_id
+from lib.trainers.options import OptionError, checked_options
+from lib.transforms.image_io import read_dicom_echoes
+
+SCHEMA = KneeSchema.load(ROOT / "Resources" / "knee_schema.json")
+
+
+# -- training options --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("option, value, message", [
+    ("val_interval", 0, "val_interval must be at least 1"),
+    ("max_epochs", "abc", "max_epochs must be a number"),
+    ("max_epochs", 2.5, "max_epochs must be a whole number"),
+    ("learning_rate", float("nan"), "learning_rate must be a finite number"),
+    ("seed", -1, "seed must be between 0"),
+])
+def test_a_segmentation_training_request_with_a_bad_value_is_refused_before_any_work(option, value, message):
+    from lib.trainers.knee_segmentation import DEFAULTS, RANGES
+
+    with pytest.raises(OptionError, match=message):
+        checked_options({option: value}, DEFAULTS, RANGES)
+
+
+def test_training_options_arrive_as_text_or_json_and_keep_their_types():
+    from lib.trainers.knee_refinement import DEFAULTS, RANGES
+
+    options = checked_options({"max_epochs": "3", "learning_rate": "1e-4", "clicks_in_the_loop": 1, "extra": 5},
+                              DEFAULTS, RANGES)
+    assert options["max_epochs"] == 3 and isinstance(options["max_epochs"], int)
+    assert options["learning_rate"] == 1e-4 and options["clicks_in_the_loop"] == 1.0
+    assert "extra" not in options and options["batch_size"] == DEFAULTS["batch_size"]
+    for option, value in (("validation_clicks", 0), ("clicks_in_the_loop", 1.5), ("batch_size", 0)):
+        with pytest.raises(OptionError, match=option):
+            checked_options({option: value}, DEFAULTS, RANGES)
+
+
+def test_the_trainers_check_their_options_first(tmp_path):
+    """Before: val_interval=0 divided by zero after a whole epoch; validation_clicks=0 gave a NaN Dice
+    and no version, without a message."""
+    from monailabel.datastore.local import LocalDatastore
+
+    from lib.configs.knee_refinement import click_config_from_conf
+    from lib.configs.knee_segmentation import model_config_from_conf
+    from lib.model_store import ModelStore
+    from lib.trainers.knee_refinement import KneeRefinementTrainer
+    from lib.trainers.knee_segmentation import KneeSegmentationTrainer
+
+    datastore = LocalDatastore(str(tmp_path / "studies"), extensions=["*.nii.gz"])
+    segmentation = KneeSegmentationTrainer(ModelStore(tmp_path / "seg"), SCHEMA, model_config_from_conf({}), "seg")
+    with pytest.raises(OptionError, match="val_interval"):
+        segmentation({"val_interval": 0}, datastore)
+    refinement = KneeRefinementTrainer(ModelStore(tmp_path / "ref"), SCHEMA, click_config_from_conf({}), "ref")
+    with pytest.raises(OptionError, match="validation_clicks"):
+        refinement({"validation_clicks": 0}, datastore)
+    assert not (tmp_path / "seg" / "versions").exists() and not (tmp_path / "ref" / "versions").exists()
+
+
+def test_the_training_command_refuses_a_bad_option_value_before_synthesising(tmp_path):
+    import train_from_label_maps
+
+    work = tmp_path / "work"
+    with pytest.raises(SystemExit, match="val_interval must be at least 1"):
+        train_from_label_maps.main([str(tmp_path), "--convention", "oai_zib", "--out", str(work),
+                                    "--val-interval", "0", "--device", "cpu"])
+    with pytest.raises(SystemExit, match="clicks_in_the_loop must be between 0 and 1"):
+        train_from_label_maps.main([str(tmp_path), "--convention", "oai_zib", "--out", str(work),
+                                    "--model", "knee_refinement", "--train-option", "clicks_in_the_loop=2"])
+    assert not (work / "studies").exists()
+
+
+# -- ids ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("image_id", ["knee1\n", "knee1/..", "", ".hidden", "a" * 201])
+def test_ids_that_are_not_plain_names_are_refused(image_id):
+    with pytest.raises(RejectedInput):
+        check_id(image_id)
+    assert check_id("knee_1.v2-b") == "knee_1.v2-b"
+
+
+# -- DICOM ----------------------------------------------------------------------------------------------------
+def test_a_dicom_series_with_an_empty_echo_time_is_read(tmp_path):
+    """EchoTime is DICOM type 2: present but empty is allowed. float('') stopped the server's start."""
+    pydicom = pytest.importorskip("pydicom", reason="pydicom (a monailabel dependency) is not installed")
+    files = sorted(require(MESE_DICOM).glob("*.dcm"))
+    first_echo = min(float(pydicom.dcmread(f, stop_before_pixels=True).EchoTime) for f in files[:16])
+    series = tmp_path / "series"
+    series.mkdir()
+    for f in files:
+        slice_ = pydicom.dcmread(f)
+        if float(slice_.EchoTime) == first_echo:
+            slice_.EchoTime = None  # written as an empty element
+            slice_.save_as(series / f.name)
+    assert pydicom.dcmread(next(series.iterdir())).data_element("EchoTime").value in (None, "")
+    echoes = read_dicom_echoes(series)
+    assert len(echoes) == 1 and echoes[0][0] == 0.0 and echoes[0][1].GetSize() == (256, 256, 24)
+
+
+# -- the datastore's record -----------------------------------------------------------------------------------
+def test_the_datastore_record_survives_a_failure_in_the_middle_of_writing_it(tmp_path, monkeypatch):
+    """MONAI Label rewrote datastore_v2.json in place: a write cut short (its scoring process is killed)
+    left a truncated file and the next start failed. The record is now replaced whole or not at all."""
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    image = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16))
+    sitk.WriteImage(image, str(studies / "knee_a.nii.gz"))
+    datastore = KneeDatastore(str(studies), SCHEMA, extensions=["*.nii.gz"])
+    record = studies / "datastore_v2.json"
+    before = record.read_text()
+    assert "knee_a" in json.loads(before)["objects"]
+
+    def fail(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(json, "dumps", fail)  # the failure strikes while the record is being written
+    with pytest.raises(OSError, match="No space left"):
+        datastore._update_datastore_file()
+    monkeypatch.undo()
+    assert record.read_text() == before
+    shutil.copytree(studies, tmp_path / "restarted")
+    assert "knee_a" in KneeDatastore(str(tmp_path / "restarted"), SCHEMA, extensions=["*.nii.gz"]).list_images()
