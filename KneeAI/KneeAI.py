@@ -24,6 +24,7 @@ from KneeAILib import annotator, measurements_mrml, mrml_adapter
 from KneeAILib.client import KneeAIClient
 from KneeAILib.jobs import JobRunner
 from KneeAILib.measurements.outputs import measure_and_write
+from KneeAILib.mrml_adapter import IMAGE_ID_ATTRIBUTE
 from KneeAILib.refinement_mrml import SceneRefinement
 from KneeAILib.schema import KneeSchema
 from KneeAILib.session import AnnotationSession, State
@@ -32,7 +33,6 @@ from KneeAILib.upload import SettingsConsentStore
 from KneeAILib.volume import PixelVolume
 
 SETTINGS = "KneeAI/"
-IMAGE_ID_ATTRIBUTE = "KneeAI.ImageId"  # set on volumes that came from (or went to) the server
 POLL_MS = 100
 TRAINING_POLL_TICKS = 50  # ask for training progress every 5 s
 
@@ -206,8 +206,8 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
         self.changed = changed or (lambda message=None, error=False: None)
         self.session, self.runner, self.client = AnnotationSession(), JobRunner(), None
         self.caseImage = None  # the case as the server has it: a submitted label takes exactly its grid
-        self.training = self.shownVolume = self._trainingPoll = self._observed = self.refinement = None
-        self._applying = False  # True while the Logic itself fills a segmentation (that is not an edit)
+        self.training = self.shownVolume = self._trainingPoll = self.refinement = None
+        self._editWatcher = mrml_adapter.EditWatcher(self._edited)  # edits of the case's segmentation
 
     def _start(self, kind, fn, *args, on_done):
         def finished(result):
@@ -222,13 +222,14 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
         self.changed()
 
     def connect(self, url, token=None):
-        self.client = KneeAIClient(url, token=token)
+        client = KneeAIClient(url, token=token)
 
-        def connected(info):
-            self.schema = KneeSchema.from_dict(info["knee_schema"])  # the server's schema decides the values
+        def connected(result):
+            info, schema = result  # only now: a failed connection leaves the previous server in use
+            self.client, self.schema = client, schema  # the server's schema decides the values
             self.session.connect(url, str(info.get("model_version")))
 
-        self._start(_("connect"), self.client.info, on_done=connected)
+        self._start(_("connect"), annotator.fetch_server_info, client, on_done=connected)
 
     def nextCase(self, parameterNode):
         def loaded(case):
@@ -236,6 +237,8 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
                 return _("No case left to label.")
             self.session.load_case(case.image_id, discard_edits=True)  # the Widget asked before starting
             self.caseImage, self.refinement = case.image, None  # points refine a proposal of this case
+            self._editWatcher.watch(None)  # the previous case's segmentation is not this case's
+            parameterNode.segmentation = None
             volume = mrml_adapter.volume_node_from_pixels(slicer.mrmlScene, case.image, case.image_id)
             volume.SetAttribute(IMAGE_ID_ATTRIBUTE, case.image_id)
             parameterNode.inputVolume = self.shownVolume = volume
@@ -251,32 +254,30 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
             if imageId != self.session.image_id:
                 self.session.load_case(imageId, discard_edits=True)
             volume.SetAttribute(IMAGE_ID_ATTRIBUTE, imageId)
-            self.caseImage, self._applying = image, True
-            try:
+            self.caseImage = image
+            with self._editWatcher.paused():  # filling it with the proposal is not an edit
                 node = mrml_adapter.segmentation_from_labels(slicer.mrmlScene, proposal.labels, self.schema, volume,
                                                              node=parameterNode.segmentation)
-            finally:
-                self._applying = False
             node.SetName(f"{imageId} segmentation")
+            node.SetAttribute(IMAGE_ID_ATTRIBUTE, imageId)  # submit refuses it for any other case
             parameterNode.segmentation = node
             self.refinement = SceneRefinement(imageId, node, volume, self.schema,
                                               on_click_error=lambda message: self.changed(message, True))
             self.session.segmented(proposal.model_version, discard_edits=True)
-            if self._observed is not node:  # any change of its voxels makes the session EDITED
-                node.AddObserver(slicer.vtkSegmentation.SourceRepresentationModified, lambda *a: self._edited())
-                self._observed = node
+            self._editWatcher.watch(node)  # any change of its voxels makes the session EDITED
 
         self._start(_("segment"), annotator.upload_and_propose, self.client, volume.GetAttribute(IMAGE_ID_ATTRIBUTE),
                     image, self.consent, self.schema, on_done=proposed)
 
     def _edited(self):
-        if not self._applying and self.session.can("edited") and self.session.state is not State.EDITED:
+        if self.session.can("edited") and self.session.state is not State.EDITED:
             self.session.edited()
             self.changed()
 
     def submit(self, parameterNode):
         if parameterNode.segmentation is None or parameterNode.inputVolume is None:
             raise ValueError(_("Choose the volume and the segmentation to submit."))
+        mrml_adapter.require_nodes_of_case(self.session.image_id, parameterNode.segmentation, parameterNode.inputVolume)
         export = mrml_adapter.require_known_segments(
             mrml_adapter.labels_from_segmentation(parameterNode.segmentation, parameterNode.inputVolume, self.schema))
         self._start(_("submit"), annotator.submit_labels, self.client, self.session.image_id, export.labels,

@@ -1,7 +1,7 @@
 """``kneeai``: the KneeAI server from the command line.
 
     kneeai [--server URL] [--token T] info
-    kneeai segment IMAGE -o OUT.seg.nrrd|OUT.nii.gz [--echo N] [--allow-upload]
+    kneeai segment IMAGE -o OUT.seg.nrrd|OUT.nii.gz [--echo N] [--allow-upload] [--force]
     kneeai next [--strategy random|knee_uncertainty]
     kneeai submit IMAGE_ID LABEL
     kneeai train [--epochs N]
@@ -9,7 +9,9 @@
     kneeai measure LABELMAP ...            (when the measurements package is installed)
 
 IMAGE is a local file or DICOM folder (sent as voxels and geometry only, after you consented once per
-server with --allow-upload; the server keeps no copy) or else the id of an image on the server.
+server with --allow-upload; the server keeps no copy) or else the id of an image on the server. An IMAGE
+that looks like a path but does not exist is an error, never sent as an id. OUT is never replaced
+unless --force is given, and never when it is IMAGE itself.
 Exit status: 0 done, 1 the server refused or failed (its message is printed), 2 bad input or usage,
 3 server unreachable.
 """
@@ -23,6 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .annotator import fetch_server_info, require_image_grid
 from .client import MODEL, BadResponse, KneeAIClient, ServerError, ServerUnreachable
 from .schema import KneeSchema, SchemaError
 from .seg_nrrd import read_label_file, write_seg_nrrd
@@ -33,6 +36,8 @@ from .volume import VolumeError, read_dicom_echoes, read_volume_file, write_volu
 EXIT_OK, EXIT_SERVER_ERROR, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 LABEL_OUTPUTS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd")
+# An IMAGE argument ending like this is meant as a local file, never as a server image id.
+LOCAL_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm", ".ima")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--echo", type=int, default=1, help="echo to use from a multi-echo DICOM series (1 = shortest TE)")
     p.add_argument("--allow-upload", action="store_true",
                    help="consent (remembered for this server) to send the image's voxels and geometry")
+    p.add_argument("--force", action="store_true", help="replace OUT when it exists (never the input image)")
     p.add_argument("--model", default=MODEL)
     p.set_defaults(func=cmd_segment)
 
@@ -90,10 +96,7 @@ def _client(args) -> KneeAIClient:
 
 
 def _schema(client: KneeAIClient) -> KneeSchema:
-    info = client.info()
-    if "knee_schema" not in info:
-        raise BadResponse(f"{client.server_url} is not a KneeAI server (its /info has no knee_schema)")
-    return KneeSchema.from_dict(info["knee_schema"])
+    return fetch_server_info(client)[1]
 
 
 def cmd_info(args) -> int:
@@ -114,9 +117,11 @@ def cmd_segment(args) -> int:
     suffix = next((s for s in LABEL_OUTPUTS if args.output.name.endswith(s)), None)
     if suffix is None:
         raise VolumeError(f"Output must end with one of {', '.join(LABEL_OUTPUTS)}: {args.output}")
+    local = Path(args.image)
+    _check_segment_paths(local, args.output, args.force)
     client = _client(args)
     schema = _schema(client)
-    local = Path(args.image)
+    volume = None
     if local.exists():
         consent = JsonConsentStore(default_consent_file())
         if args.allow_upload:
@@ -130,15 +135,37 @@ def cmd_segment(args) -> int:
             result = client.infer(image_file=image_file, model=args.model)
     else:
         result = client.infer(image_id=args.image, model=args.model)
-    labels = read_volume_file(result.label_path)
+    try:
+        labels = read_volume_file(result.label_path)
+    finally:
+        result.label_path.unlink(missing_ok=True)
+    if volume is not None:
+        require_image_grid(labels, volume, str(local))
     schema.check_label_values(labels.array)
-    if suffix == ".seg.nrrd":
-        write_seg_nrrd(labels, schema, args.output)
-    else:
-        write_volume_atomically(labels.with_array(labels.array.astype("uint8")), args.output)
-    result.label_path.unlink(missing_ok=True)
+    try:
+        if suffix == ".seg.nrrd":
+            write_seg_nrrd(labels, schema, args.output)
+        else:
+            write_volume_atomically(labels.with_array(labels.array.astype("uint8")), args.output)
+    except OSError as e:
+        raise VolumeError(f"Cannot write {args.output}: {e.strerror or e}") from e
     print(f"Wrote {args.output} (model {result.params.get('model_version', '?')})")
     return EXIT_OK
+
+
+def _check_segment_paths(image: Path, output: Path, force: bool) -> None:
+    """Refuses, before anything is sent: a path-like IMAGE that does not exist (a typo would otherwise
+    send a patient's path to the server as an image id), an existing OUT without --force, and OUT = IMAGE."""
+    name = str(image)
+    looks_like_path = any(sep and sep in name for sep in (os.sep, os.altsep)) or \
+        name.lower().endswith(LOCAL_IMAGE_SUFFIXES)
+    if looks_like_path and not image.exists():
+        raise VolumeError(f"{image}: no such file or folder")
+    if output.exists() or output.is_symlink():
+        if image.exists() and output.exists() and os.path.samefile(image, output):
+            raise VolumeError(f"The output {output} is the input image itself; choose another output name")
+        if not force:
+            raise VolumeError(f"{output} exists; pass --force to replace it")
 
 
 def _local_volume(path: Path, echo: int):

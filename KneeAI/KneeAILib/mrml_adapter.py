@@ -14,6 +14,7 @@ Runs inside Slicer and on slicer-core (tests). Only the main thread may call the
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,8 @@ from .terminology import LABEL_VALUE_TAG, item_color, schema_items, segment_id, 
 from .volume import PixelVolume
 
 Logic = slicer.vtkSlicerSegmentationsModuleLogic
+# Set on volumes that came from (or went to) the server, and on segmentations proposed for a server image.
+IMAGE_ID_ATTRIBUTE = "KneeAI.ImageId"
 
 
 class UnknownSegmentsError(SchemaError):
@@ -245,6 +248,49 @@ def require_known_segments(export: LabelExport) -> LabelExport:
     if export.overlapping_segments:
         raise OverlappingSegmentsError(export.overlapping_segments)
     return export
+
+
+def require_nodes_of_case(image_id: str | None, *nodes) -> None:
+    """ValueError when a node is tagged with another server image than ``image_id`` (the case being
+    labelled): submitting it would store one case's segmentation as another case's label. Untagged
+    nodes (made or loaded by the user) are the user's choice and pass."""
+    for node in nodes:
+        tagged = node.GetAttribute(IMAGE_ID_ATTRIBUTE)
+        if tagged is not None and tagged != image_id:
+            raise ValueError(f"'{node.GetName()}' belongs to case {tagged}, not to the current case {image_id}; "
+                             f"choose the current case's volume and segmentation (or segment it) first")
+
+
+class EditWatcher:
+    """Calls ``on_edit`` when the voxels of the one segmentation node it watches change (the Segment
+    Editor's paint and erase), and never for a node it watched before: after "Next case", painting on
+    the previous case's segmentation must not mark the new case edited."""
+
+    def __init__(self, on_edit):
+        self.on_edit, self.node, self._tag, self._paused = on_edit, None, None, False
+
+    @contextlib.contextmanager
+    def paused(self):
+        """No ``on_edit`` inside: the Logic filling a segmentation with a proposal is not an edit."""
+        self._paused = True
+        try:
+            yield
+        finally:
+            self._paused = False
+
+    def _changed(self, *args) -> None:
+        if not self._paused:
+            self.on_edit()
+
+    def watch(self, node) -> None:
+        """Watches ``node`` (None: nothing) instead of the node watched so far."""
+        if node is self.node:
+            return
+        if self.node is not None:
+            self.node.RemoveObserver(self._tag)
+        self.node, self._tag = node, None
+        if node is not None:
+            self._tag = node.AddObserver(slicer.vtkSegmentation.SourceRepresentationModified, self._changed)
 
 
 # -- one segment as a mask (what an edit does) ---------------------------------------------------

@@ -187,7 +187,21 @@ class KneeSchema:
 
     # -- applying to arrays --------------------------------------------------------------------
     def check_label_values(self, labels: np.ndarray) -> None:
-        """Raise SchemaError naming any value in ``labels`` that the schema does not know."""
+        """Raise SchemaError naming any value in ``labels`` that the schema does not know, and for a
+        label map with non-whole or non-finite values (an interpolated or float map: truncating 1.6 to 1
+        would quietly change structures)."""
+        labels = np.asarray(labels)
+        if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
+            finite = np.isfinite(labels)
+            if not finite.all():
+                raise SchemaError(f"Label map has {int(np.count_nonzero(~finite))} non-finite values (NaN or "
+                                  "infinity); a label map holds whole structure values only")
+            fractional = np.unique(labels[labels != np.round(labels)])
+            if fractional.size:
+                listing = ", ".join(f"{v:g}" for v in fractional[:5])
+                raise SchemaError(f"Label map has values that are not whole numbers ({listing}); "
+                                  "a label map holds whole structure values only (was it resampled with "
+                                  "linear interpolation?)")
         present = np.unique(labels)
         unknown = sorted(int(v) for v in present if int(v) not in self.allowed_values())
         if unknown:

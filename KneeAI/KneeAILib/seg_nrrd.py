@@ -57,6 +57,7 @@ def write_seg_nrrd(labels: PixelVolume, schema: KneeSchema, path) -> None:
     if not str(path).endswith(".seg.nrrd"):
         raise SchemaError(f"A Slicer segmentation file name ends with .seg.nrrd: {path}")
     array = np.asarray(labels.array)
+    schema.check_label_values(array)  # before the cast to uint8, which would truncate 1.6 to 1
     if array.min(initial=0) < 0 or array.max(initial=0) > 255:
         raise SchemaError("Label values must fit in 0..255")
     volume = labels.with_array(array.astype(np.uint8))
@@ -81,6 +82,11 @@ def read_label_file(path, schema: KneeSchema) -> PixelVolume:
     except RuntimeError as e:
         raise VolumeError(f"{path}: not a readable segmentation file") from e
     header = {key: image.GetMetaData(key) for key in image.GetMetaDataKeys()}
+    if "Segment0_ID" not in header and "Segment0_Name" not in header:
+        # Read as a segmentation it would be all background: submitted, it would replace a label with nothing.
+        raise SchemaError(f"{path}: has no segments (no Segment0_ID or Segment0_Name field), so it is not a "
+                          "Slicer segmentation file; save the segmentation from Slicer, or name a plain label "
+                          "map .nrrd or .nii.gz")
     layers = sitk.GetArrayFromImage(image)
     if image.GetNumberOfComponentsPerPixel() == 1:
         layers = layers[..., None]  # one layer: (k, j, i) -> (k, j, i, 1)
@@ -94,7 +100,11 @@ def read_label_file(path, schema: KneeSchema) -> PixelVolume:
         prefix = f"Segment{index}_"
         name = header.get(prefix + "Name", "")
         value = _schema_value(header.get(prefix + "Tags", ""), name, schema)
-        mask = layers[..., int(header.get(prefix + "Layer", "0"))] == int(header.get(prefix + "LabelValue", "1"))
+        layer = _header_int(header, prefix + "Layer", "0", path)
+        if not 0 <= layer < layers.shape[-1]:
+            raise SchemaError(f"{path}: segment '{name}' is in layer {layer}, but the file has "
+                              f"{layers.shape[-1]} layer(s)")
+        mask = layers[..., layer] == _header_int(header, prefix + "LabelValue", "1", path)
         if value is None:
             if mask.any():
                 unknown.append(name)
@@ -111,6 +121,13 @@ def read_label_file(path, schema: KneeSchema) -> PixelVolume:
         raise SchemaError(f"{path}: segments share voxels with earlier ones: {overlapping}; a label map holds "
                           "one structure per voxel, so remove the overlap first")
     return geometry.with_array(out)
+
+
+def _header_int(header: dict[str, str], key: str, default: str, path: str) -> int:
+    try:
+        return int(header.get(key, default))
+    except ValueError:
+        raise SchemaError(f"{path}: {key} is {header[key]!r}, not a whole number") from None
 
 
 def _schema_value(tags: str, name: str, schema: KneeSchema) -> int | None:

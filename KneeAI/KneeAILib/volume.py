@@ -97,6 +97,16 @@ class PixelVolume:
             and np.allclose(self.direction, other.direction, atol=tolerance)
         )
 
+    def geometry_difference(self, other: "PixelVolume") -> str | None:
+        """How the two grids differ (size, spacing, origin, direction), or None when they are the same."""
+        if self.same_geometry(other):
+            return None
+        differences = [f"{name} {mine} vs {theirs}" for name, mine, theirs in (
+            ("size", self.size, other.size), ("spacing", self.spacing, other.spacing),
+            ("origin", self.origin, other.origin), ("direction", self.direction, other.direction))
+            if not np.allclose(mine, theirs, atol=1e-3)]
+        return "; ".join(differences) or "they differ slightly"
+
 
 # -- files ---------------------------------------------------------------------------------------
 def read_volume_file(path: str | Path) -> PixelVolume:
@@ -130,8 +140,7 @@ def read_dicom_echoes(folder: str | Path) -> list[tuple[float, PixelVolume]]:
         except RuntimeError:
             continue  # not a DICOM file (DICOMDIR, notes): skipped as a viewer would
         series = reader.GetMetaData(TAG_SERIES_UID).strip() if reader.HasMetaDataKey(TAG_SERIES_UID) else ""
-        echo_time = float(reader.GetMetaData(TAG_ECHO_TIME)) if reader.HasMetaDataKey(TAG_ECHO_TIME) else 0.0
-        groups[(series, echo_time)].append(str(f))
+        groups[(series, _echo_time(reader))].append(str(f))
     if not groups:
         raise VolumeError(f"{folder}: no DICOM images found")
     # Several series: keep the one with the most slices (the main acquisition), as the server does.
@@ -149,6 +158,17 @@ def read_dicom_echoes(folder: str | Path) -> list[tuple[float, PixelVolume]]:
             raise VolumeError(f"{folder.name}: cannot read the DICOM series ({_last_line(e)})") from e
         echoes.append((echo_time, PixelVolume.from_sitk(image)))
     return echoes
+
+
+def _echo_time(reader: sitk.ImageFileReader) -> float:
+    """The slice's echo time in ms; 0.0 (unknown, as the server reads it) when the tag is missing, empty
+    (Echo Time is a type 2 tag: present but empty is allowed) or not a number."""
+    if not reader.HasMetaDataKey(TAG_ECHO_TIME):
+        return 0.0
+    try:
+        return float(reader.GetMetaData(TAG_ECHO_TIME))
+    except ValueError:
+        return 0.0
 
 
 def _sorted_along_normal(names: list[str]) -> list[str]:

@@ -11,8 +11,11 @@ import vtk
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (the MRML library) is not installed")
 from KneeAILib import annotator, mrml_adapter
+from KneeAILib.client import BadResponse
 from KneeAILib.jobs import JobRunner
 from KneeAILib.session import AnnotationSession, IllegalTransition, State
+from KneeAILib.upload import JsonConsentStore
+from KneeAILib.volume import PixelVolume
 
 pytestmark = pytest.mark.server
 
@@ -133,3 +136,14 @@ def test_session_walked_the_states_and_refuses_skips(round_trip):
     assert session.image_id == "dess_3t_echo1"
     with pytest.raises(IllegalTransition):
         session.submitted()  # nothing new to submit
+
+
+def test_a_proposal_on_another_grid_than_the_image_is_refused(round_trip, annotator_client, schema, tmp_path):
+    # The image as Slicer holds it, resampled to another spacing: the server's labels of the case
+    # would not line up with it, so they are refused instead of shown.
+    case = round_trip["case"]
+    coarser = PixelVolume(case.image.array, tuple(2 * s for s in case.image.spacing), case.image.origin,
+                          case.image.direction)
+    with pytest.raises(BadResponse, match=r"does not have the image's grid: spacing"):
+        annotator.upload_and_propose(annotator_client, case.image_id, coarser, JsonConsentStore(tmp_path / "c.json"),
+                                     schema)

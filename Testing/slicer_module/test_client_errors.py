@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from KneeAILib.annotator import fetch_server_info
 from KneeAILib.client import BadResponse, KneeAIClient, ServerError, ServerUnreachable
 from KneeAILib.volume import PixelVolume
 
@@ -86,6 +87,18 @@ def test_a_server_that_is_not_kneeai_gives_bad_response(other_server):
     _, url = other_server
     with pytest.raises(BadResponse, match="Expected JSON"):
         KneeAIClient(url).info()
+
+
+def test_a_json_server_without_the_knee_schema_is_not_taken_for_kneeai(other_server):
+    # What the module's Connect and the command line both ask: not a bare KeyError 'knee_schema'.
+    _, url = other_server
+    handler = RecordingHandler
+    handler.body, handler.content_type = b'{"name": "another MONAI Label app"}', "application/json"
+    try:
+        with pytest.raises(BadResponse, match="is not a KneeAI server"):
+            fetch_server_info(KneeAIClient(url))
+    finally:
+        handler.body, handler.content_type = b"<html></html>", "text/html"
 
 
 def test_token_is_sent_and_only_gets_are_retried(other_server):

@@ -187,3 +187,50 @@ def test_segment_tag_records_the_schema_value(scene, schema):
         tag = vtk.reference("")
         assert node.GetSegmentation().GetSegment(structure.key).GetTag(LABEL_VALUE_TAG, tag)
         assert str(tag) == str(structure.value)
+
+
+def test_nodes_tagged_with_another_case_are_refused_for_submission(scene, schema):
+    # After "Next case", case A's segmentation must not be submitted as case B's label.
+    volume = oblique_volume()
+    volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "image")
+    node = mrml_adapter.segmentation_from_labels(scene, volume.with_array(np.zeros(volume.array.shape, np.uint8)),
+                                                 schema, volume_node)
+    mrml_adapter.require_nodes_of_case("case_b", node, volume_node)  # untagged: made by the user, allowed
+    node.SetAttribute(mrml_adapter.IMAGE_ID_ATTRIBUTE, "case_a")
+    mrml_adapter.require_nodes_of_case("case_a", node, volume_node)
+    with pytest.raises(ValueError, match="belongs to case case_a, not to the current case case_b"):
+        mrml_adapter.require_nodes_of_case("case_b", node, volume_node)
+    volume_node.SetAttribute(mrml_adapter.IMAGE_ID_ATTRIBUTE, "case_a")
+    with pytest.raises(ValueError, match="'image' belongs to case case_a"):
+        mrml_adapter.require_nodes_of_case("case_b", volume_node)
+
+
+def test_edit_watcher_counts_edits_of_the_watched_segmentation_only(scene, schema):
+    volume = oblique_volume()
+    volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "image")
+    empty = volume.with_array(np.zeros(volume.array.shape, np.uint8))
+    case_a = mrml_adapter.segmentation_from_labels(scene, empty, schema, volume_node)
+    case_b = mrml_adapter.segmentation_from_labels(scene, empty, schema, volume_node)
+    edits = []
+    watcher = mrml_adapter.EditWatcher(lambda: edits.append(watcher.node))
+    mask = np.zeros(volume.array.shape, bool)
+    mask[2:4, 3:5, 4:6] = True
+
+    def paint(node):
+        mrml_adapter.set_segment_mask(node, "femur", mask, volume_node)
+
+    watcher.watch(case_a)
+    paint(case_a)
+    assert edits and set(edits) == {case_a}  # the Segment Editor's paint is seen
+    edits.clear()
+    with watcher.paused():  # the Logic filling it with a proposal
+        paint(case_a)
+    assert edits == []
+    watcher.watch(None)  # "Next case": case A's segmentation is no longer this case's
+    paint(case_a)
+    assert edits == []
+    watcher.watch(case_b)
+    paint(case_a)
+    assert edits == []
+    paint(case_b)
+    assert edits and set(edits) == {case_b}

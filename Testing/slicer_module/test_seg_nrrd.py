@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (the MRML library) is not installed")
 from KneeAILib import mrml_adapter
@@ -82,4 +83,44 @@ def test_values_outside_the_schema_are_refused(tmp_path, schema):
     volume = small_labels(schema)
     with pytest.raises(SchemaError, match="13"):
         write_seg_nrrd(volume.with_array(np.full(volume.array.shape, 13, np.uint8)), schema, tmp_path / "x.seg.nrrd")
+    assert not (tmp_path / "x.seg.nrrd").exists()
+
+
+def test_a_plain_label_map_named_seg_nrrd_is_refused_not_read_as_empty(tmp_path, schema):
+    volume = small_labels(schema)
+    path = tmp_path / "plain.seg.nrrd"  # a label map saved under a segmentation's name: no Segment fields
+    sitk.WriteImage(volume.to_sitk(), str(path))
+    with pytest.raises(SchemaError, match="no segments"):
+        read_label_file(path, schema)
+
+
+def test_a_segment_in_a_layer_the_file_lacks_is_refused(tmp_path, schema):
+    path = tmp_path / "small.seg.nrrd"
+    write_seg_nrrd(small_labels(schema), schema, path)
+    image = sitk.ReadImage(str(path))
+    image.SetMetaData("Segment0_Layer", "3")  # the file has one layer
+    sitk.WriteImage(image, str(path))
+    with pytest.raises(SchemaError, match="in layer 3, but the file has 1 layer"):
+        read_label_file(path, schema)
+
+
+def test_label_maps_with_non_whole_or_non_finite_values_are_refused_not_truncated(tmp_path, schema):
+    volume = small_labels(schema)
+    whole = volume.array.astype(np.float32)  # a float file with whole values is a valid label map
+    schema.check_label_values(whole)
+    interpolated = whole.copy()
+    interpolated[0, 0, 0] = 1.6  # truncated, it would become structure 1
+    with pytest.raises(SchemaError, match=r"not whole numbers \(1\.6\)"):
+        schema.check_label_values(interpolated)
+    for bad in (np.nan, np.inf):
+        broken = whole.copy()
+        broken[0, 0, 0] = bad
+        with pytest.raises(SchemaError, match="non-finite"):
+            schema.check_label_values(broken)
+    float_file = tmp_path / "interpolated.nii.gz"
+    sitk.WriteImage(volume.with_array(interpolated).to_sitk(), str(float_file))
+    with pytest.raises(SchemaError, match="not whole numbers"):
+        read_label_file(float_file, schema)
+    with pytest.raises(SchemaError, match="not whole numbers"):
+        write_seg_nrrd(volume.with_array(interpolated), schema, tmp_path / "x.seg.nrrd")
     assert not (tmp_path / "x.seg.nrrd").exists()
