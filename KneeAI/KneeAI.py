@@ -23,7 +23,7 @@ from slicer.util import VTKObservationMixin
 from KneeAILib import annotator, measurements_mrml, mrml_adapter
 from KneeAILib.client import KneeAIClient
 from KneeAILib.jobs import JobRunner
-from KneeAILib.measurements.outputs import measure_and_write
+from KneeAILib.measurements.outputs import case_folder, measure_and_write
 from KneeAILib.mrml_adapter import IMAGE_ID_ATTRIBUTE
 from KneeAILib.refinement_mrml import SceneRefinement
 from KneeAILib.schema import KneeSchema
@@ -299,6 +299,7 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
             return "\n".join([_("{side} knee measured; report: {path}").format(
                 side=measurement.frame.side, path=written["html"])] + measurement.warnings)
 
+        folder = case_folder(folder, parameterNode.segmentation.GetName())  # one report folder per knee
         self._start(_("measure"), lambda: measure_and_write(labels, folder, second_visit=second), on_done=measured)
 
     def _refinement(self):

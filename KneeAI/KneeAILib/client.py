@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import tempfile
 import threading
@@ -25,6 +24,7 @@ from typing import Any
 
 import requests
 
+from .atomic_files import write_bytes_atomically
 from .volume import PixelVolume, write_volume_atomically
 
 MODEL = "knee_segmentation"
@@ -228,18 +228,8 @@ class KneeAIClient:
     def _write_download(self, content: bytes, name: str) -> Path:
         if not content:
             raise BadResponse(f"The server sent an empty file for {name}")
-        self.download_dir.mkdir(parents=True, exist_ok=True)
         # A unique part in every name: jobs, and other clients sharing the folder, never collide.
-        destination = self.download_dir / f"{uuid.uuid4().hex[:8]}_{name}"
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.download_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(content)
-            os.replace(tmp, destination)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return destination
+        return write_bytes_atomically(self.download_dir / f"{uuid.uuid4().hex[:8]}_{name}", content)
 
 
 def parse_multipart(response: requests.Response) -> dict[str, tuple[str | None, bytes]]:

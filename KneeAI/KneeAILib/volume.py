@@ -9,14 +9,14 @@ Pure Python (numpy + SimpleITK).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from .atomic_files import replace_atomically
 
 # Slicer's world is RAS; ITK files are LPS: the two differ by a flip of the first two axes.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -187,22 +187,10 @@ def write_volume_atomically(volume: PixelVolume, destination: str | Path,
                             metadata: dict[str, str] | None = None) -> Path:
     """Writes voxels and geometry to a temporary file beside ``destination``, then renames. The only
     header fields are ``metadata`` (e.g. a .seg.nrrd's segment fields), never any the source carried."""
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name keeps the real suffix: SimpleITK picks the file format from it.
-    suffix = ".nii.gz" if destination.name.endswith(".nii.gz") else destination.suffix
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=destination.parent)
-    os.close(fd)
     image = volume.to_sitk()
     for key, value in (metadata or {}).items():
         image.SetMetaData(key, value)
-    try:
-        sitk.WriteImage(image, tmp, True)
-        os.replace(tmp, destination)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return destination
+    return replace_atomically(destination, lambda temporary: sitk.WriteImage(image, str(temporary), True))
 
 
 def _last_line(error: Exception) -> str:

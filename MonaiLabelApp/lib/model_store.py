@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import torch
+from KneeAILib.atomic_files import replace_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -29,20 +28,11 @@ VERSION_PATTERN = re.compile(r"v(\d{4,})")
 
 
 def _write_atomically(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # torch.save needs a plain file name: no leading dot, and the real suffix.
-    fd, tmp = tempfile.mkstemp(prefix="tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomically(path, write, prefix="tmp-")  # torch.save needs a plain file name: no leading dot
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    _write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    _write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json_atomically(path: Path, data: Any) -> None:

@@ -141,6 +141,17 @@ def test_a_second_visit_segmentation_on_its_own_image_gives_the_change_in_the_sc
     assert abs(comparison.row("lateral_tibial_cartilage")["change_mm"]) < 0.05
     assert "change_csv" in written and written["change_csv"].is_file()
 
+    # Measured again into the same folder without the second visit: the earlier change files go (the
+    # folder never mixes two measurements), a file of the user's stays.
+    from KneeAILib.measurements.outputs import MANIFEST, write_all
+
+    (tmp_path / "notes.txt").write_text("mine")
+    again = write_all(tmp_path, label_map_from_segmentation(first, first_volume, schema), m, meshes=False)
+    assert "change_csv" not in again and not written["change_csv"].exists()
+    assert not list(tmp_path.glob("*_change_map.png")) and (tmp_path / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({p.name for p in again.values()} | {"notes.txt",
+                                                                                                   MANIFEST})
+
     models, _ = show_measurements(scene, m, comparison)
     medial = next(model for model in models if model.GetName() == "medial_tibial_cartilage thickness")
     arr = medial.GetPolyData().GetPointData().GetArray("thickness_change_mm")
@@ -154,3 +165,11 @@ def test_a_second_visit_segmentation_on_its_own_image_gives_the_change_in_the_sc
     orphan = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "no image")
     with pytest.raises(ValueError, match="no reference volume"):
         label_map_of_segmentation(orphan, schema)
+
+
+def test_each_knee_is_measured_into_a_folder_of_its_own_with_a_plain_name(tmp_path):
+    from KneeAILib.measurements.outputs import case_folder
+
+    assert case_folder(tmp_path, "knee_phantom_000 segmentation") == tmp_path / "knee_phantom_000 segmentation"
+    assert case_folder(tmp_path, "../../etc/passwd").parent == tmp_path
+    assert case_folder(tmp_path, "..") == tmp_path / "knee" and case_folder(tmp_path, "a/b:c") == tmp_path / "a_b_c"

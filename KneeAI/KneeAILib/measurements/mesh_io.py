@@ -8,11 +8,12 @@ Files are written to a temporary name and renamed, so a reader never sees half a
 from __future__ import annotations
 
 import base64
-import os
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+
+from ..atomic_files import write_bytes_atomically
 
 COORDINATE_NOTE = "SPACE=LPS UNITS=mm"
 
@@ -87,8 +88,4 @@ def read_stl(path: str | Path) -> tuple[np.ndarray, str]:
 
 
 def _atomic_write(path: str | Path, data: bytes) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    return write_bytes_atomically(path, data)

@@ -6,11 +6,11 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic_files import write_text_atomically
 from .labelmap import LabelMap
 from .longitudinal import CHANGE_COLUMNS, VisitComparison, compare_visits
 from .measure import KneeMeasurement, measure_knee
@@ -41,10 +41,40 @@ def measure_and_write(labels: LabelMap, out_dir: str | Path, *, side: str | None
     return m, comparison, write_all(out_dir, labels, m, comparison=comparison, meshes=meshes, title=title)
 
 
+MANIFEST = "kneeai_outputs.txt"  # the files the last measurement wrote into its folder, one name per line
+
+
+def case_folder(base: str | Path, name: str) -> Path:
+    """The report folder of one knee under ``base``: a folder per segmentation, so that measuring the
+    next knee does not replace this one's report. The name is reduced to a plain folder name."""
+    plain = "".join(c if c.isalnum() or c in " ._-" else "_" for c in name).strip(" .") or "knee"
+    return Path(base) / plain[:100]
+
+
 def write_all(out_dir: str | Path, labels: LabelMap, m: KneeMeasurement, *, comparison: VisitComparison | None = None,
               meshes: bool = True, title: str = "KneeAI knee measurements") -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = _write_outputs(out, labels, m, comparison, meshes, title)
+    _remove_earlier_outputs(out, written.values())
+    return written
+
+
+def _remove_earlier_outputs(out: Path, written) -> None:
+    """Removes the files an earlier measurement wrote here that this one did not (a change map without a
+    second visit now, the mesh of a structure now absent), so the folder never mixes two measurements;
+    only files named in the earlier manifest, never anything else in the folder. Then records this one."""
+    names = sorted({Path(p).name for p in written})
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        for name in set(manifest.read_text(encoding="utf-8").split("\n")) - set(names) - {"", MANIFEST}:
+            if Path(name).name == name:  # a plain file name of this folder, as written
+                (out / name).unlink(missing_ok=True)
+    write_text_atomically(manifest, "\n".join(names) + "\n")
+
+
+def _write_outputs(out: Path, labels: LabelMap, m: KneeMeasurement, comparison: VisitComparison | None,
+                   meshes: bool, title: str) -> dict[str, Path]:
     written: dict[str, Path] = {}
     doc = m.to_dict()
     if comparison is not None:
@@ -114,7 +144,4 @@ def _jsonable(x):
 
 
 def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomically(path, text)

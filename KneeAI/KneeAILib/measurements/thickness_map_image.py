@@ -14,6 +14,8 @@ import zlib
 
 import numpy as np
 
+from ..atomic_files import write_bytes_atomically
+
 PIXEL_MM = 0.5
 # viridis at 6 stops (matplotlib's data), interpolated linearly
 _STOPS = np.array([[68, 1, 84], [65, 68, 135], [42, 120, 142], [34, 168, 132], [122, 209, 81], [253, 231, 37]],
@@ -83,8 +85,7 @@ def write_png(path, rgb: np.ndarray) -> None:
 
     png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    with open(path, "wb") as f:
-        f.write(png)
+    write_bytes_atomically(path, png)  # a viewer, or a report being copied, never sees half a picture
 
 
 # 3x5 pixel glyphs for the colour-bar labels

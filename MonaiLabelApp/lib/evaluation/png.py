@@ -3,13 +3,12 @@ installed (the server environment has neither as a dependency)."""
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+from KneeAILib.atomic_files import write_bytes_atomically
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -32,13 +31,4 @@ def encode_png(rgb: np.ndarray) -> bytes:
 
 def write_png(rgb: np.ndarray, path: str | Path) -> None:
     """Write atomically (temporary file + rename): a viewer never sees half a picture."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(encode_png(rgb))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomically(path, encode_png(rgb))

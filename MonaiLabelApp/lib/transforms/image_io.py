@@ -8,14 +8,15 @@ into a 4xx answer.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
+import shutil
+import uuid
 import zlib
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from KneeAILib.atomic_files import replace_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -238,23 +239,16 @@ def write_atomically(image: sitk.Image, destination: str | Path, compress: bool 
 
     The temporary file lives in a ``.partial/`` folder beside the destination, not in the destination
     folder itself: MONAI Label's datastore lists a folder with ``fnmatch("*.nii.gz")``, which also
-    matches hidden files, so a temporary ``.tmp-x.nii.gz`` there could be taken for an image.
+    matches hidden files, so a temporary ``.tmp-x.nii.gz`` there could be taken for an image. Each
+    write has a folder of its own (``.partial-<random>``): one shared folder, removed after a write,
+    vanished under a concurrent writer about to write into it.
     """
-    destination = Path(destination)
-    partial = destination.parent / ".partial"
-    partial.mkdir(parents=True, exist_ok=True)
-    suffix = volume_suffix(destination) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=partial)
-    os.close(fd)
+    partial = Path(destination).parent / f".partial-{uuid.uuid4().hex}"
     try:
-        sitk.WriteImage(image, tmp, compress)
-        os.replace(tmp, destination)
+        replace_atomically(destination, lambda temporary: sitk.WriteImage(image, str(temporary), compress),
+                           folder=partial)
     finally:
-        Path(tmp).unlink(missing_ok=True)
-        try:
-            partial.rmdir()
-        except OSError:  # another writer still has a file there
-            pass
+        shutil.rmtree(partial, ignore_errors=True)  # this write's own folder, empty by now
 
 def _first_line(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
