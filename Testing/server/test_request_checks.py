@@ -130,3 +130,30 @@ def test_the_datastore_record_survives_a_failure_in_the_middle_of_writing_it(tmp
     assert record.read_text() == before
     shutil.copytree(studies, tmp_path / "restarted")
     assert "knee_a" in KneeDatastore(str(tmp_path / "restarted"), SCHEMA, extensions=["*.nii.gz"]).list_images()
+
+
+# -- sizes ----------------------------------------------------------------------------------------------------
+def _nifti_declaring(tmp_path, name: str, size, datatype: int, bitpix: int):
+    """A small .nii whose header declares ``size`` voxels of the NIfTI ``datatype`` (the data is not there)."""
+    import struct
+
+    path = tmp_path / name
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 2, 2), np.uint8)), str(path))
+    header = bytearray(path.read_bytes())
+    header[40:56] = struct.pack("<8h", 3, *size, 1, 1, 1, 1)  # dim[0..7]
+    header[70:74] = struct.pack("<2h", datatype, bitpix)
+    path.write_bytes(bytes(header))
+    return path
+
+
+@pytest.mark.parametrize("size, datatype, bitpix, words", [
+    ((2000, 2000, 2000), 2, 8, "too large"),      # 8 G voxels of uint8
+    ((600, 600, 400), 64, 64, "1.1 GiB"),          # 144 M voxels, but float64: 1.1 GiB
+])
+def test_a_volume_too_large_is_refused_from_its_header_before_its_voxels_are_read(tmp_path, size, datatype, bitpix,
+                                                                                   words):
+    from lib.transforms.image_io import InputError, read_upload
+
+    path = _nifti_declaring(tmp_path, "big.nii", size, datatype, bitpix)
+    with pytest.raises(InputError, match=words):
+        read_upload(path)
