@@ -188,8 +188,10 @@ class KneeAIClient:
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                response = self._http.request(method, url, headers=headers,
+                deadline = time.monotonic() + self.connect_timeout + read_timeout
+                response = self._http.request(method, url, headers=headers, stream=True,
                                               timeout=(self.connect_timeout, read_timeout), **kwargs)
+                _read_body_by(response, deadline)
             except requests.Timeout as e:
                 if last:
                     raise ServerUnreachable(
@@ -230,6 +232,21 @@ class KneeAIClient:
             raise BadResponse(f"The server sent an empty file for {name}")
         # A unique part in every name: jobs, and other clients sharing the folder, never collide.
         return write_bytes_atomically(self.download_dir / f"{uuid.uuid4().hex[:8]}_{name}", content)
+
+
+def _read_body_by(response: requests.Response, deadline: float) -> None:
+    """Reads the whole reply before ``deadline`` (time.monotonic) or raises requests.Timeout. requests'
+    read timeout bounds each read, not the reply: a server sending a byte now and then kept the client
+    waiting for ever. Stored where requests keeps a body it has read itself (``response.content``)."""
+    chunks = []
+    # read1: whatever one read from the socket brings (iter_content waits for a full chunk first)
+    while chunk := response.raw.read1(1 << 16, decode_content=True):
+        chunks.append(chunk)
+        if time.monotonic() > deadline:
+            response.close()
+            raise requests.Timeout(f"the reply was still arriving at the time limit ({sum(map(len, chunks))} bytes)")
+    response._content, response._content_consumed = b"".join(chunks), True
+    response.close()
 
 
 def parse_multipart(response: requests.Response) -> dict[str, tuple[str | None, bytes]]:

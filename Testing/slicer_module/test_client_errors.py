@@ -78,6 +78,42 @@ def test_silent_server_times_out():
         listener.close()
 
 
+def test_a_server_that_trickles_its_reply_times_out_on_the_whole_reply():
+    """requests' read timeout bounds each read: a reply sent a byte at a time kept the client waiting
+    for ever. A stand-in server (a real KneeAI server cannot be made to trickle) sends one byte every
+    0.2 s of a 60-byte reply; with a 1 s limit the client gives up after about 1 s, not 12."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    stop = threading.Event()
+
+    def trickle():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            body = b'{"name": "' + b"x" * 48 + b'"}'
+            connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                               b"content-length: %d\r\n\r\n" % len(body))
+            for byte in body:
+                if stop.is_set():
+                    return
+                connection.sendall(bytes([byte]))
+                time.sleep(0.2)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        client = KneeAIClient(f"http://127.0.0.1:{listener.getsockname()[1]}", retries=0, connect_timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(ServerUnreachable, match="No answer"):
+            client._request("GET", "/info/", read_timeout=1.0)
+        assert time.monotonic() - started < 3.0
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
 def test_bad_server_url_is_refused_before_any_request():
     with pytest.raises(ValueError, match="http"):
         KneeAIClient("127.0.0.1:8000")
