@@ -157,3 +157,23 @@ def test_a_volume_too_large_is_refused_from_its_header_before_its_voxels_are_rea
     path = _nifti_declaring(tmp_path, "big.nii", size, datatype, bitpix)
     with pytest.raises(InputError, match=words):
         read_upload(path)
+
+
+# -- labels copied into the datastore by hand ------------------------------------------------------------------
+def test_a_label_copied_into_the_datastore_by_hand_with_unknown_values_stops_training(tmp_path):
+    """Uploads are checked by the datastore; files copied into labels/final are not, and a value the
+    schema does not know trained as the last class (the loss clamps it)."""
+    from lib.trainers.training_data import load_pair
+
+    image = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16))
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels[1, 1, 1], labels[2, 2, 2] = 1, 42
+    label = sitk.GetImageFromArray(labels)
+    sitk.WriteImage(image, str(tmp_path / "knee_a.nii.gz"))
+    sitk.WriteImage(label, str(tmp_path / "knee_a_label.nii.gz"))
+    item = {"image": str(tmp_path / "knee_a.nii.gz"), "label": str(tmp_path / "knee_a_label.nii.gz")}
+    with pytest.raises(ValueError, match=r"knee_a_label\.nii\.gz.*42"):
+        load_pair(item, SCHEMA)
+    labels[2, 2, 2] = 5
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(tmp_path / "knee_a_label.nii.gz"))
+    assert load_pair(item, SCHEMA)[1].GetSize() == (6, 5, 4)

@@ -199,8 +199,8 @@ class KneeRefinementTrainer(TrainTask):
         device = pick_device(request.get("device"))
         datalist = [d for d in datastore.datalist() if d.get("label")]
         train_items, val_items = fixed_split(datalist, self.store.root / "split.json") if datalist else ([], [])
-        train = [_case_arrays(*load_pair(item)) for item in (train_items or val_items)]
-        validation = [_case_arrays(*load_pair(item)) for item in val_items]
+        train = [_case_arrays(*load_pair(item, self.schema)) for item in (train_items or val_items)]
+        validation = [_case_arrays(*load_pair(item, self.schema)) for item in val_items]
         synthetic_train, synthetic_validation = split_synthetic(synthetic_cases(int(options["synthetic_cases"]), seed))
         train += synthetic_train
         validation += synthetic_validation

@@ -92,7 +92,7 @@ class KneeSegmentationTrainer(TrainTask):
         started = time.time()
         logger.info(f"Training {version} on {device}: {len(train_items)} train / {len(val_items)} validation cases")
 
-        cases = [prepare_case(item, config, self.joint_values) for item in train_items]
+        cases = [prepare_case(item, config, self.joint_values, self.schema) for item in train_items]
         loss_fn = UnionAwareDiceCELoss(config.num_classes, self.schema.group_members())
         params = list(networks.coarse.parameters()) + list(networks.fine.parameters())
         optimizer = torch.optim.AdamW(params, lr=float(options["learning_rate"]), weight_decay=1e-5)
@@ -184,7 +184,7 @@ class KneeSegmentationTrainer(TrainTask):
         segmenter = KneeSegmenter(networks, self.schema, device)
         per_structure: dict[str, list[float]] = {}
         for item in items:
-            image, labels = load_pair(item)
+            image, labels = load_pair(item, self.schema)
             prediction = sitk.GetArrayFromImage(segmenter.segment(image).labels)
             for key, value in structure_dice(prediction, sitk.GetArrayViewFromImage(labels), self.schema).items():
                 per_structure.setdefault(key, []).append(value)

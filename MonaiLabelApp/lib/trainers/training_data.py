@@ -67,16 +67,22 @@ class PreparedCase:
     fine_labels: np.ndarray
 
 
-def load_pair(item: dict) -> tuple[sitk.Image, sitk.Image]:
+def load_pair(item: dict, schema) -> tuple[sitk.Image, sitk.Image]:
+    """The image and its label, checked: uploads are checked by the datastore, but a lab may copy label
+    files into labels/final by hand, and a value the schema does not know would train as another class."""
     image = read_volume(item["image"])
     labels = sitk.ReadImage(item["label"])
     if not same_geometry(image, labels):
         raise ValueError(f"{case_id(item['image'])}: label geometry differs from its image")
+    try:
+        schema.check_label_values(sitk.GetArrayViewFromImage(labels))
+    except ValueError as e:
+        raise ValueError(f"{case_id(item['image'])}: label {Path(item['label']).name}: {e}") from e
     return image, labels
 
 
-def prepare_case(item: dict, config: KneeModelConfig, joint_values: list[int]) -> PreparedCase:
-    image, labels = load_pair(item)
+def prepare_case(item: dict, config: KneeModelConfig, joint_values: list[int], schema) -> PreparedCase:
+    image, labels = load_pair(item, schema)
     coarse_grid = grid_for_box(world_box(image), config.coarse_spacing, SIZE_MULTIPLE)
     coarse_labels = resample(labels, coarse_grid, sitk.sitkNearestNeighbor, pixel_type=sitk.sitkUInt8)
     coarse_image = resample(image, coarse_grid, sitk.sitkLinear, pixel_type=sitk.sitkFloat32)
