@@ -140,7 +140,7 @@ def read_dicom_echoes(folder: str | Path) -> list[tuple[float, PixelVolume]]:
         except RuntimeError:
             continue  # not a DICOM file (DICOMDIR, notes): skipped as a viewer would
         series = reader.GetMetaData(TAG_SERIES_UID).strip() if reader.HasMetaDataKey(TAG_SERIES_UID) else ""
-        groups[(series, _echo_time(reader))].append(str(f))
+        groups[(series, echo_time_ms(reader))].append(str(f))
     if not groups:
         raise VolumeError(f"{folder}: no DICOM images found")
     # Several series: keep the one with the most slices (the main acquisition), as the server does.
@@ -160,9 +160,9 @@ def read_dicom_echoes(folder: str | Path) -> list[tuple[float, PixelVolume]]:
     return echoes
 
 
-def _echo_time(reader: sitk.ImageFileReader) -> float:
-    """The slice's echo time in ms; 0.0 (unknown, as the server reads it) when the tag is missing, empty
-    (Echo Time is a type 2 tag: present but empty is allowed) or not a number."""
+def echo_time_ms(reader: sitk.ImageFileReader) -> float:
+    """The DICOM slice's echo time in ms (client and server read it alike); 0.0 (unknown) when the tag
+    is missing, empty (Echo Time is a type 2 tag: present but empty is allowed) or not a number."""
     if not reader.HasMetaDataKey(TAG_ECHO_TIME):
         return 0.0
     try:

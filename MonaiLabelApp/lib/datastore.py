@@ -22,7 +22,7 @@ from fastapi import HTTPException
 from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 
-from lib.model_store import write_text_atomically
+from KneeAILib.atomic_files import write_text_atomically
 from lib.transforms.image_io import InputError, read_upload, same_geometry, volume_suffix, write_atomically
 
 logger = logging.getLogger(__name__)

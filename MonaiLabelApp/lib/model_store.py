@@ -20,23 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from KneeAILib.atomic_files import replace_atomically
+from KneeAILib.atomic_files import replace_atomically, write_text_atomically
 
 logger = logging.getLogger(__name__)
 
 VERSION_PATTERN = re.compile(r"v(\d{4,})")
 
 
-def _write_atomically(path: Path, write) -> None:
-    replace_atomically(path, write, prefix="tmp-")  # torch.save needs a plain file name: no leading dot
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    _write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+TEMPORARY_PREFIX = "tmp-"  # torch.save needs a plain file name: no leading dot
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
-    write_text_atomically(path, json.dumps(data, indent=2))
+    write_text_atomically(path, json.dumps(data, indent=2), prefix=TEMPORARY_PREFIX)
 
 
 class DamagedFile(ValueError):
@@ -85,7 +80,7 @@ class ModelStore:
 
     def save(self, version: str, state: dict, metrics: dict) -> None:
         folder = self.versions_dir / version
-        _write_atomically(folder / "model.pt", lambda tmp: torch.save(state, tmp))
+        replace_atomically(folder / "model.pt", lambda tmp: torch.save(state, tmp), prefix=TEMPORARY_PREFIX)
         write_json_atomically(folder / "metrics.json", metrics)
 
     def metrics(self, version: str) -> dict | None:
@@ -143,8 +138,7 @@ class ModelStore:
         except DamagedFile as e:  # progress display only, rewritten at the next epoch: say so, show the rest
             logger.warning(str(e))
             stats = {"damaged": str(e)}
-        promoted = self.promoted()
-        stats["promoted_version"] = promoted["version"] if promoted else None
+        stats["promoted_version"] = self.promoted_version(None)  # /info shows these: it must answer
         stats["versions"] = {v: (self.metrics(v) or {}).get("mean_dice") for v in self.versions()}
         return stats
 
@@ -164,7 +158,7 @@ class ModelStore:
                               "promote another version with MonaiLabelApp/model_versions.py --promote")
         return info
 
-    def promoted_version(self, none: str) -> str:
+    def promoted_version(self, none: str | None) -> str | None:
         """What /info shows: the promoted version, ``none`` before any promotion, or "damaged: <reason>"
         (the server keeps answering /info, so a client can show why inference fails)."""
         try:

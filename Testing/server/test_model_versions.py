@@ -118,6 +118,7 @@ def test_a_damaged_promotion_record_is_reported_not_served_as_untrained_and_can_
     with pytest.raises(DamagedFile):
         store.load_promoted()
     assert store.promoted_version("untrained").startswith("damaged: ")  # what /info shows
+    assert store.training_stats()["promoted_version"].startswith("damaged: ")  # /info's train_stats too
     rows = model_versions.main([str(store.root), "--promote", "v0001"])
     assert "no version serves" in capsys.readouterr().err
     assert [r["version"] for r in rows if r["serving"]] == ["v0001"] and store.promoted()["version"] == "v0001"

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from KneeAILib.atomic_files import replace_atomically
+from KneeAILib.volume import echo_time_ms
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,6 @@ MAX_VOXELS = 1024**3 // 4  # a quarter gigavoxel (640³): far above any knee MRI
 MAX_BYTES = 1024**3  # the voxels as stored: a few MB of gzipped zeros can declare gigabytes
 
 TAG_SERIES_UID = "0020|000e"
-TAG_ECHO_TIME = "0018|0081"
 TAG_ECHO_NUMBER = "0018|0086"
 
 
@@ -114,15 +114,6 @@ def _named_data_file(path: Path) -> str:
     return ""
 
 
-def echo_time_ms(text: str) -> float | None:
-    """EchoTime (0018,0081) as a number, or None where it is empty or not one number (the tag is Type 2:
-    present but empty is allowed)."""
-    try:
-        return float(text.strip())
-    except ValueError:
-        return None
-
-
 def check_size(path: Path) -> None:
     """Refuses, from the header alone, a volume too large to read: checked after reading, an upload of a
     few megabytes (zeros compress) took gigabytes of memory before it was refused."""
@@ -202,10 +193,8 @@ def read_dicom_echoes(folder: Path) -> list[tuple[float, sitk.Image]]:
             reader.ReadImageInformation()
         except RuntimeError:
             continue  # not DICOM (e.g. a DICOMDIR or a text file): ignore, as a PACS viewer would
-        keys = set(reader.GetMetaDataKeys())
-        series = reader.GetMetaData(TAG_SERIES_UID).strip() if TAG_SERIES_UID in keys else ""
-        te = (echo_time_ms(reader.GetMetaData(TAG_ECHO_TIME)) if TAG_ECHO_TIME in keys else None) or 0.0
-        groups[(series, te)].append(str(f))
+        series = reader.GetMetaData(TAG_SERIES_UID).strip() if reader.HasMetaDataKey(TAG_SERIES_UID) else ""
+        groups[(series, echo_time_ms(reader))].append(str(f))
     if not groups:
         raise InputError(f"{folder.name}: no DICOM images found")
     series_uids = {s for s, _ in groups}
