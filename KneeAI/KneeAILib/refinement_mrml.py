@@ -27,6 +27,9 @@ from .terminology import segment_id
 from .volume import PixelVolume
 
 
+OTHER = 255  # in _scene_labels: a voxel of a segment the schema does not know (no schema value is 255)
+
+
 @dataclass
 class SceneRefinement:
     """One case's interactive correction state in the scene."""
@@ -92,7 +95,7 @@ class SceneRefinement:
         item = self.schema.by_key[structure]
         if structure in self.locked:
             raise RefinementError(f"'{item.name}' was locked while the server worked: its update was not applied")
-        now = self.export().array.reshape(-1)
+        now = self._scene_labels().reshape(-1)
         changed = refinement.edit.indices
         indices = changed[np.isin(now[changed], (0, item.value))]
         edit = Edit(structure, item.value, indices, now[indices].copy())
@@ -112,13 +115,24 @@ class SceneRefinement:
 
     def undo(self) -> str | None:
         """Reverts the last Update (whichever segment it refined); returns that segment's key."""
-        export = mrml_adapter.labels_from_segmentation(self.segmentation_node, self.volume_node, self.schema)
-        labels = export.labels.array
+        labels = self._scene_labels()
         edit = self.undo_stack.undo(labels)
         if edit is None:
             return None
         self._write_segment(edit.structure, labels)
         return edit.structure
+
+    def _scene_labels(self) -> np.ndarray:
+        """The segmentation as it is now, one schema value per voxel (main thread). Segments the schema
+        does not know (the annotator's own) export as background: their voxels are marked OTHER, so that
+        no refinement or undo takes them either."""
+        export = mrml_adapter.labels_from_segmentation(self.segmentation_node, self.volume_node, self.schema)
+        labels = export.labels.array
+        segmentation = self.segmentation_node.GetSegmentation()
+        for sid in (segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())):
+            if sid not in export.segment_values:
+                labels[mrml_adapter.segment_mask(self.segmentation_node, sid, self.volume_node)] = OTHER
+        return labels
 
     def _write_segment(self, structure: str, labels) -> None:
         value = self.schema.by_key[structure].value

@@ -179,3 +179,23 @@ def test_an_update_whose_segment_was_locked_meanwhile_changes_nothing_and_leaves
         session.apply(refinement, snapshot)
     np.testing.assert_array_equal(_scene_labels(session), labels)
     assert len(session.undo_stack) == 0 and session.undo() is None
+
+
+def test_a_segment_the_schema_does_not_know_keeps_its_voxels_through_an_update_and_its_undo(
+        scene, schema, client, phantom_case):
+    """The annotator's own segment (a note, a lesion) exports as background; an Update must still treat
+    its voxels as another segment's."""
+    session, snapshot, refinement, labels, added = _refined_in_the_background(scene, schema, client, phantom_case)
+    value = schema.by_key[CARTILAGE].value
+    mine = np.zeros(labels.shape, bool)
+    mine.reshape(-1)[np.flatnonzero(added)[::4]] = True
+    session.segmentation_node.GetSegmentation().AddEmptySegment("my_notes", "my notes")
+    mrml_adapter.set_segment_mask(session.segmentation_node, "my_notes", mine, session.volume_node)
+
+    assert session.apply(refinement, snapshot) == np.count_nonzero(added & ~mine)
+    after = _scene_labels(session)  # no two segments on one voxel
+    np.testing.assert_array_equal(after == value, added & ~mine)
+    assert session.undo() == CARTILAGE
+    np.testing.assert_array_equal(_scene_labels(session), labels)
+    np.testing.assert_array_equal(mrml_adapter.segment_mask(session.segmentation_node, "my_notes",
+                                                            session.volume_node), mine)
