@@ -64,16 +64,21 @@ def test_unreachable_server_fails_fast_with_a_clear_message():
     assert time.monotonic() - started < 5.0  # two retries with short backoff, no long hang
 
 
+def assert_no_answer_within(listener: socket.socket, read_timeout: float, seconds: float, **client_options) -> None:
+    """A GET to the server behind ``listener`` ends in ServerUnreachable ("No answer") within ``seconds``."""
+    client = KneeAIClient(f"http://127.0.0.1:{listener.getsockname()[1]}", retries=0, **client_options)
+    started = time.monotonic()
+    with pytest.raises(ServerUnreachable, match="No answer"):
+        client._request("GET", "/info/", read_timeout=read_timeout)
+    assert time.monotonic() - started < seconds
+
+
 def test_silent_server_times_out():
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)  # accepts connections, never answers
     try:
-        client = KneeAIClient(f"http://127.0.0.1:{listener.getsockname()[1]}", retries=0)
-        started = time.monotonic()
-        with pytest.raises(ServerUnreachable, match="No answer"):
-            client._request("GET", "/info/", read_timeout=0.5)
-        assert time.monotonic() - started < 3.0
+        assert_no_answer_within(listener, read_timeout=0.5, seconds=3.0)
     finally:
         listener.close()
 
@@ -103,11 +108,7 @@ def test_a_server_that_trickles_its_reply_times_out_on_the_whole_reply():
     thread = threading.Thread(target=trickle, daemon=True)
     thread.start()
     try:
-        client = KneeAIClient(f"http://127.0.0.1:{listener.getsockname()[1]}", retries=0, connect_timeout=0.5)
-        started = time.monotonic()
-        with pytest.raises(ServerUnreachable, match="No answer"):
-            client._request("GET", "/info/", read_timeout=1.0)
-        assert time.monotonic() - started < 3.0
+        assert_no_answer_within(listener, read_timeout=1.0, seconds=3.0, connect_timeout=0.5)
     finally:
         stop.set()
         thread.join(timeout=5)
