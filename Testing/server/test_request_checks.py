@@ -26,6 +26,7 @@ SCHEMA = KneeSchema.load(ROOT / "Resources" / "knee_schema.json")
     ("max_epochs", 2.5, "max_epochs must be a whole number"),
     ("learning_rate", float("nan"), "learning_rate must be a finite number"),
     ("seed", -1, "seed must be between 0"),
+    ("crop_centres", "class", "crop_centres must be one of voxels, classes, not 'class'"),
 ])
 def test_a_segmentation_training_request_with_a_bad_value_is_refused_before_any_work(option, value, message):
     from lib.trainers.knee_segmentation import DEFAULTS, RANGES

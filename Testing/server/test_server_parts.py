@@ -16,7 +16,7 @@ from lib.losses import UnionAwareDiceCELoss
 from lib.model_store import ModelStore
 from lib.networks import KneeNetworks
 from lib.segmenter import KneeSegmenter
-from lib.trainers.training_data import fixed_split
+from lib.trainers.training_data import fixed_split, random_crop
 from lib.transforms.image_io import InputError, read_dicom_echoes, read_volume
 from lib.transforms.postprocess import anatomical_cleanup
 from lib.transforms.working_grid import Grid, grid_for_box, resample, world_box
@@ -203,6 +203,27 @@ def test_validation_split_is_fixed_as_data_grows(tmp_path):
     second = {i["image"]: "val" for i in val2} | {i["image"]: "train" for i in train2}
     assert all(second[k] == side for k, side in first.items())
     assert fixed_split(items, split_file) == (train2, val2)
+
+
+def test_crops_centred_by_class_reach_a_small_structure_as_often_as_a_large_one():
+    """The option the GPU plan tries beside the default: a 5-voxel patella-like block against a femur-like
+    block of 48 000 voxels. Any labelled voxel alike almost never centres a crop on the small one."""
+    labels = np.zeros((64, 64, 64), np.uint8)
+    labels[2:32, 2:42, 2:42] = 1
+    labels[55:60, 55:60, 55:60] = 3
+    image = labels.astype(np.float32)
+
+    def share_with_the_small_block(centres: str) -> float:
+        rng = np.random.default_rng(0)
+        crops = [random_crop(image, labels, (8, 8, 8), rng, foreground_probability=1.0, centres=centres)
+                 for _ in range(400)]
+        assert all(x.shape == (8, 8, 8) and np.array_equal(x, y) for x, y in crops)  # image and label stay paired
+        return float(np.mean([(y == 3).any() for _, y in crops]))
+
+    assert share_with_the_small_block("voxels") < 0.05
+    assert 0.4 < share_with_the_small_block("classes") < 0.6
+    with pytest.raises(ValueError, match="crop centres must be one of"):
+        random_crop(image, labels, (8, 8, 8), np.random.default_rng(0), centres="class")
 
 
 def test_promotion_keeps_the_promoted_version(tmp_path):

@@ -30,7 +30,7 @@ from lib.networks import KneeModelConfig, KneeNetworks
 from lib.precision import autocast, grad_scaler
 from lib.segmenter import JOINT_KINDS, KneeSegmenter
 from lib.trainers.options import checked_options
-from lib.trainers.training_data import augment, fixed_split, load_pair, prepare_case, random_crop
+from lib.trainers.training_data import CROP_CENTRES, augment, fixed_split, load_pair, prepare_case, random_crop
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +41,10 @@ DEFAULTS = {
     "val_interval": 1,
     "seed": 0,
     "init": "promoted",  # or "scratch", or a kept version such as "v0006"
+    "crop_centres": "voxels",  # or "classes": each label value centres crops alike (random_crop)
 }
 RANGES = {"max_epochs": (1, math.inf), "iterations_per_epoch": (0, math.inf), "learning_rate": (0, 1),
-          "val_interval": (1, math.inf), "seed": (0, 2**32 - 1)}
+          "val_interval": (1, math.inf), "seed": (0, 2**32 - 1), "crop_centres": CROP_CENTRES}
 
 
 class KneeSegmentationTrainer(TrainTask):
@@ -114,7 +115,7 @@ class KneeSegmentationTrainer(TrainTask):
                     (networks.coarse, case.coarse_image, case.coarse_labels, config.coarse_patch),
                     (networks.fine, case.fine_image, case.fine_labels, config.fine_patch),
                 ):
-                    x, y = augment(*random_crop(image, labels, patch, rng), rng)
+                    x, y = augment(*random_crop(image, labels, patch, rng, centres=options["crop_centres"]), rng)
                     x = torch.from_numpy(x)[None, None].to(device)
                     y = torch.from_numpy(y.astype(np.int64))[None].to(device)
                     with autocast(device, training=True):

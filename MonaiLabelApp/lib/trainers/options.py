@@ -18,7 +18,8 @@ class OptionError(ValueError):
 
 def checked_options(request: dict, defaults: dict, ranges: dict[str, tuple[float, float]]) -> dict[str, Any]:
     """``defaults`` overlaid with the request's values for their keys, each converted to its default's
-    type (int or float; text stays text) and checked against ``ranges[key]`` = (lowest, highest)."""
+    type (int or float; text stays text) and checked against ``ranges[key]``: (lowest, highest) for a
+    number, the words allowed for a text option that has an entry there."""
     options = dict(defaults)
     for key, default in defaults.items():
         if key not in request:
@@ -30,6 +31,8 @@ def checked_options(request: dict, defaults: dict, ranges: dict[str, tuple[float
             if not lowest <= value <= highest:
                 bounds = f"at least {lowest:g}" if highest == math.inf else f"between {lowest:g} and {highest:g}"
                 raise OptionError(f"Training option {key} must be {bounds}, not {value}")
+        elif isinstance(default, str) and key in ranges and value not in ranges[key]:
+            raise OptionError(f"Training option {key} must be one of {', '.join(ranges[key])}, not {value!r}")
         options[key] = value
     return options
 

@@ -103,16 +103,28 @@ def prepare_case(item: dict, config: KneeModelConfig, joint_values: list[int], s
     )
 
 
+CROP_CENTRES = ("voxels", "classes")
+
+
 def random_crop(image: np.ndarray, labels: np.ndarray, patch: tuple[int, int, int], rng: np.random.Generator,
-                foreground_probability: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
-    """A crop of ``patch`` voxels (zero-padded where the volume is smaller), centred on a random
-    labelled voxel with ``foreground_probability``, else anywhere."""
+                foreground_probability: float = 0.7, centres: str = "voxels") -> tuple[np.ndarray, np.ndarray]:
+    """A crop of ``patch`` voxels (zero-padded where the volume is smaller), centred with
+    ``foreground_probability`` on a labelled voxel, else anywhere. ``centres`` says how the labelled
+    voxel is drawn: "voxels", any labelled voxel alike (large bones are most of the centres); "classes",
+    first a label value present, each alike, then one of its voxels (as MONAI's RandCropByLabelClasses),
+    so thin cartilage and the patella are centred as often as the femur."""
+    if centres not in CROP_CENTRES:
+        raise ValueError(f"crop centres must be one of {CROP_CENTRES}, not {centres!r}")
     pad = [(0, max(0, p - s)) for p, s in zip(patch, image.shape)]
     if any(after for _, after in pad):
         image = np.pad(image, pad)
         labels = np.pad(labels, pad)
-    foreground = np.flatnonzero(labels.ravel()[:: 7])  # a sparse sample is enough to pick a centre
+    sample = labels.ravel()[:: 7]  # a sparse sample is enough to pick a centre
+    foreground = np.flatnonzero(sample)
     if foreground.size and rng.random() < foreground_probability:
+        if centres == "classes":
+            present = np.unique(sample[foreground])
+            foreground = np.flatnonzero(sample == present[rng.integers(present.size)])
         centre = np.unravel_index(foreground[rng.integers(foreground.size)] * 7, labels.shape)
     else:
         centre = tuple(rng.integers(0, s) for s in labels.shape)
