@@ -4,7 +4,9 @@ One implementation for the module, the command line, the measurements and the se
 model versions, records, pictures). The temporary name is unique, so concurrent writers never share
 one, and the file is created like any new file, so it gets the user's usual permissions (umask):
 ``tempfile.mkstemp`` makes files readable by their owner only, and a label, image or model renamed
-from one stayed so in a lab's shared folder.
+from one stayed so in a lab's shared folder. The data reach the disk before the rename, and the
+rename before the function returns: a rename alone is atomic against a crash of the program, not
+against a power cut, after which some file systems show the new name over an empty file.
 """
 
 from __future__ import annotations
@@ -29,11 +31,32 @@ def replace_atomically(destination: str | Path, write: Callable[[Path], None], f
     temporary = folder / f"{prefix}{uuid.uuid4().hex}{suffix}"
     try:
         write(temporary)
+        _flush_file(temporary)
         os.replace(temporary, destination)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    _flush_folder(destination.parent)
     return destination
+
+
+def _flush_file(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDWR)  # Windows flushes only a file opened for writing
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _flush_folder(folder: Path) -> None:
+    """Makes the rename itself durable. Windows cannot open a folder; NTFS journals renames."""
+    if os.name != "posix":
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def write_bytes_atomically(destination: str | Path, data: bytes) -> Path:

@@ -69,3 +69,28 @@ def test_concurrent_image_writers_into_one_folder_all_succeed(tmp_path):
         thread.join()
     assert errors == []
     assert len(list(tmp_path.glob("*.nii.gz"))) == 400 and not list(tmp_path.glob(".partial*"))
+
+
+def test_the_data_and_the_rename_are_flushed_to_disk_in_order(tmp_path, monkeypatch):
+    """A power cut cannot be caused here, so the system calls are watched instead (a spy, the real calls
+    still run): the new file's data are flushed before its rename, the folder's entry after it. Without
+    both, ext4 and XFS may show the new name over an empty file after a power cut."""
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor):
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        real_fsync(descriptor)
+
+    def replace(source, destination):
+        calls.append(("replace", str(source), str(destination)))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    destination = tmp_path / "labels" / "knee.nii.gz"
+    replace_atomically(destination, lambda temporary: temporary.write_bytes(b"label"))
+    temporary = calls[1][1]
+    assert calls == [("fsync", temporary), ("replace", temporary, str(destination)),
+                     ("fsync", str(destination.parent))]
+    assert destination.read_bytes() == b"label"
