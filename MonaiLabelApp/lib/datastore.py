@@ -63,6 +63,12 @@ class KneeDatastore(LocalDatastore):
             raise RejectedInput(str(e)) from e
         if image_id in self._datastore.objects:
             raise RejectedInput(f"Image {image_id!r} already exists; remove it first or use another id", 409)
+        # On macOS and Windows file systems, names differing only in case are one file: the new image
+        # would replace the other's and be paired with its labels.
+        same_file = [k for k in self._datastore.objects if k.casefold() == image_id.casefold()]
+        if same_file:
+            raise RejectedInput(f"Image {image_id!r} differs from the existing {same_file[0]!r} only in letter case; "
+                                "use another id", 409)
         name = self._filename(image_id, suffix)
         dest = Path(self._datastore.image_path()) / name
         with FileLock(self._lock_file):

@@ -117,6 +117,8 @@ def test_image_id_with_path_tricks_is_rejected(knee_server, intact, phantom_imag
 def test_existing_image_is_not_overwritten(knee_server, intact, tmp_path):
     path = write(sitk.GetImageFromArray(np.zeros((8, 8, 8), np.int16)), tmp_path / "other.nii.gz")
     assert_rejected(upload_image(knee_server, IMAGE_ID, path), 409, "already exists")
+    # One file on case-insensitive file systems (macOS, Windows): it would replace the phantom's image.
+    assert_rejected(upload_image(knee_server, IMAGE_ID.upper(), path), 409, "only in letter case")
 
 
 def test_label_with_wrong_shape_is_rejected(knee_server, intact, phantom_image, tmp_path):
