@@ -123,17 +123,19 @@ def read_volume_file(path: str | Path) -> PixelVolume:
     return PixelVolume.from_sitk(image)
 
 
-def read_dicom_echoes(folder: str | Path) -> list[tuple[float, PixelVolume]]:
-    """Every echo of the DICOM series in ``folder`` as (echo time in ms, volume), by echo time.
+def dicom_echo_files(folder: str | Path) -> list[tuple[float, list[str]]]:
+    """The slice files of the main DICOM series below ``folder``, one list per echo as (echo time in ms,
+    files ordered along the slice normal), by echo time; [] when there is no DICOM file. The client and
+    the server both read DICOM through it.
 
     A multi-echo series keeps all echoes in one series; stacking it as one volume would interleave
-    echoes, so slices are grouped by (series, echo time) first. Only voxels and geometry are kept.
+    echoes into a wrong volume of several times the slices, so slices are grouped by (series, echo
+    time) first. Of several series, the one with the most slices per echo (the main acquisition) is kept.
     """
-    folder = Path(folder)
     groups: dict[tuple[str, float], list[str]] = defaultdict(list)
     reader = sitk.ImageFileReader()
     reader.LoadPrivateTagsOff()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         reader.SetFileName(str(f))
         try:
             reader.ReadImageInformation()
@@ -142,16 +144,23 @@ def read_dicom_echoes(folder: str | Path) -> list[tuple[float, PixelVolume]]:
         series = reader.GetMetaData(TAG_SERIES_UID).strip() if reader.HasMetaDataKey(TAG_SERIES_UID) else ""
         groups[(series, echo_time_ms(reader))].append(str(f))
     if not groups:
-        raise VolumeError(f"{folder}: no DICOM images found")
-    # Several series: keep the one with the most slices (the main acquisition), as the server does.
+        return []
     main_series = max({s for s, _ in groups}, key=lambda s: max(len(v) for (u, _), v in groups.items() if u == s))
+    return [(echo_time, _sorted_along_normal(names))
+            for (series, echo_time), names in sorted(groups.items(), key=lambda kv: kv[0][1]) if series == main_series]
+
+
+def read_dicom_echoes(folder: str | Path) -> list[tuple[float, PixelVolume]]:
+    """Every echo of the DICOM series in ``folder`` as (echo time in ms, volume), by echo time. Only
+    voxels and geometry are kept."""
+    folder = Path(folder)
+    echo_files = dicom_echo_files(folder)
+    if not echo_files:
+        raise VolumeError(f"{folder}: no DICOM images found")
     echoes = []
-    for (series, echo_time), names in sorted(groups.items(), key=lambda kv: kv[0][1]):
-        if series != main_series:
-            continue
-        ordered = _sorted_along_normal(names)
+    for echo_time, files in echo_files:
         series_reader = sitk.ImageSeriesReader()
-        series_reader.SetFileNames(ordered)
+        series_reader.SetFileNames(files)
         try:
             image = series_reader.Execute()
         except RuntimeError as e:

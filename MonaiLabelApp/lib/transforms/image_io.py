@@ -11,13 +11,12 @@ import logging
 import shutil
 import uuid
 import zlib
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from KneeAILib.atomic_files import replace_atomically
-from KneeAILib.volume import echo_time_ms
+from KneeAILib.volume import dicom_echo_files
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +24,6 @@ logger = logging.getLogger(__name__)
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 MAX_VOXELS = 1024**3 // 4  # a quarter gigavoxel (640³): far above any knee MRI (a 512×512×160 DESS is 42 M)
 MAX_BYTES = 1024**3  # the voxels as stored: a few MB of gzipped zeros can declare gigabytes
-
-TAG_SERIES_UID = "0020|000e"
-TAG_ECHO_NUMBER = "0018|0086"
 
 
 class InputError(ValueError):
@@ -178,50 +174,21 @@ def check_volume(image: sitk.Image, name: str) -> sitk.Image:
 
 
 def read_dicom_echoes(folder: Path) -> list[tuple[float, sitk.Image]]:
-    """All echoes of the DICOM series in ``folder``, as (echo time in ms, volume), sorted by echo time.
-
-    Slices are grouped by series and echo time before stacking: stacking a multi-echo series as one
-    volume would interleave echoes into a wrong volume of 8× the slices.
-    """
-    files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
-    groups: dict[tuple[str, float], list[str]] = defaultdict(list)
-    reader = sitk.ImageFileReader()
-    reader.LoadPrivateTagsOff()
-    for f in files:
-        reader.SetFileName(str(f))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError:
-            continue  # not DICOM (e.g. a DICOMDIR or a text file): ignore, as a PACS viewer would
-        series = reader.GetMetaData(TAG_SERIES_UID).strip() if reader.HasMetaDataKey(TAG_SERIES_UID) else ""
-        groups[(series, echo_time_ms(reader))].append(str(f))
-    if not groups:
+    """All echoes of the DICOM series in ``folder``, as (echo time in ms, volume), sorted by echo time
+    (slices grouped by series and echo as the client groups them: ``dicom_echo_files``)."""
+    echo_files = dicom_echo_files(folder)
+    if not echo_files:
         raise InputError(f"{folder.name}: no DICOM images found")
-    series_uids = {s for s, _ in groups}
-    if len(series_uids) > 1:
-        # Several series: keep the one with the most slices per echo (the main acquisition).
-        best = max(series_uids, key=lambda s: max(len(v) for (u, _), v in groups.items() if u == s))
-        groups = {k: v for k, v in groups.items() if k[0] == best}
     echoes = []
-    for (_, te), names in sorted(groups.items(), key=lambda kv: kv[0][1]):
+    for te, files in echo_files:
         series_reader = sitk.ImageSeriesReader()
-        # GDCM sorts the files of one echo by slice position along the slice normal.
-        ordered = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(Path(names[0]).parent), _series_of(names[0]))
-        ordered = [n for n in ordered if n in set(names)] or names
-        series_reader.SetFileNames(ordered)
+        series_reader.SetFileNames(files)
         try:
             volume = series_reader.Execute()
         except RuntimeError as e:
             raise InputError(f"{folder.name}: cannot read DICOM series ({_first_line(e)})") from e
         echoes.append((te, check_volume(volume, f"{folder.name} (TE {te:g} ms)")))
     return echoes
-
-
-def _series_of(filename: str) -> str:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(filename)
-    reader.ReadImageInformation()
-    return reader.GetMetaData(TAG_SERIES_UID).strip() if reader.HasMetaDataKey(TAG_SERIES_UID) else ""
 
 
 def pixels_only(image: sitk.Image) -> sitk.Image:
