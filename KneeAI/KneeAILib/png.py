@@ -1,5 +1,6 @@
-"""A minimal PNG writer (numpy + zlib): overlays can be written where neither VTK nor Pillow is
-installed (the server environment has neither as a dependency)."""
+"""A minimal PNG writer (numpy + zlib): pictures can be written where neither VTK nor Pillow is
+installed (the server environment has neither as a dependency). The server's overlays and the
+measurements' thickness maps both use it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from KneeAILib.atomic_files import write_bytes_atomically
+
+from .atomic_files import write_bytes_atomically
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -26,7 +28,8 @@ def encode_png(rgb: np.ndarray) -> bytes:
     # Filter type 0 (none) in front of every scan line; zlib does the compression.
     raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()
     header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, 6)) + _chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, 6))
+            + _chunk(b"IEND", b""))
 
 
 def write_png(rgb: np.ndarray, path: str | Path) -> None:

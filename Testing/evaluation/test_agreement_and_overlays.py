@@ -10,12 +10,12 @@ import pytest
 import SimpleITK as sitk
 from kneeai_testing import SHARED_DATA, require
 
+from KneeAILib.png import encode_png
 from KneeAILib.schema import KneeSchema
 from lib.evaluation.agreement import mean_agreement_dice, prediction_agreement
 from lib.evaluation.label_maps import read_knee_labels, resample_labels
 from lib.evaluation.metrics import EMPTY_BOTH
 from lib.evaluation.overlays import colour_table, sagittal_panels
-from lib.evaluation.png import encode_png
 from lib.synthesis import make_knee_phantom
 
 SCHEMA = KneeSchema.load()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic_files import write_text_atomically
+from ..png import write_png
 from .labelmap import LabelMap
 from .longitudinal import CHANGE_COLUMNS, VisitComparison, compare_visits
 from .measure import KneeMeasurement, measure_knee
@@ -18,7 +19,7 @@ from .mesh_io import write_ply, write_stl, write_vtp
 from .regional_stats import COLUMNS
 from .report import html_report
 from .structure_meshes import structure_mesh
-from .thickness_map_image import map_picture, plate_map_coordinates, rasterise, write_png
+from .thickness_map_image import map_picture, plate_map_coordinates, rasterise
 
 STRUCTURES = {1: "femur", 2: "tibia", 3: "patella", 4: "fibula", 5: "femoral_cartilage",
               6: "medial_tibial_cartilage", 7: "lateral_tibial_cartilage", 8: "patellar_cartilage",
@@ -91,12 +92,12 @@ def _write_outputs(out: Path, labels: LabelMap, m: KneeMeasurement, comparison: 
         values = np.where(t.covered, t.thickness, 0.0)
         img, _ = rasterise(xy, values, plate.in_plate)
         pictures[name] = out / f"{name}_thickness_map.png"
-        write_png(pictures[name], map_picture(img, *THICKNESS_RANGE_MM))
+        write_png(map_picture(img, *THICKNESS_RANGE_MM), pictures[name])
         if comparison is not None and name in comparison.change_maps:
             change = comparison.change_maps[name]
             img, _ = rasterise(xy, change, plate.in_plate & np.isfinite(change))
             pictures[name + "_change"] = out / f"{name}_change_map.png"
-            write_png(pictures[name + "_change"], map_picture(img, *CHANGE_RANGE_MM, diverging=True))
+            write_png(map_picture(img, *CHANGE_RANGE_MM, diverging=True), pictures[name + "_change"])
         if meshes:
             scalars = {"thickness_mm": values, "in_plate": plate.in_plate.astype(float),
                        "denuded": plate.denuded.astype(float),

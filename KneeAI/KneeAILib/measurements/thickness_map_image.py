@@ -9,12 +9,7 @@ scale is drawn under each map (digits from a built-in 3x5 font, so no imaging li
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
-
-from ..atomic_files import write_bytes_atomically
 
 PIXEL_MM = 0.5
 # viridis at 6 stops (matplotlib's data), interpolated linearly
@@ -74,18 +69,6 @@ def map_picture(image: np.ndarray, vmin: float, vmax: float, scale: int = 4, div
     label = f"{vmax:.1f} MM"
     _text(canvas, label, rgb.shape[0] + 18, width - 10 - 8 * len(label))
     return canvas
-
-
-def write_png(path, rgb: np.ndarray) -> None:
-    height, width, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[r].tobytes() for r in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    write_bytes_atomically(path, png)  # a viewer, or a report being copied, never sees half a picture
 
 
 # 3x5 pixel glyphs for the colour-bar labels

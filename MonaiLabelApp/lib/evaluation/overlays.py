@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from lib.evaluation.png import write_png
+from KneeAILib.png import write_png
 
 SLICE_FRACTIONS = (0.3, 0.5, 0.7)  # along left-right, of the labelled extent
 MIN_PANEL_HEIGHT = 256  # px: small working grids are enlarged so a person can see them
