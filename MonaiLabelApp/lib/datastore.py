@@ -100,6 +100,13 @@ class KneeDatastore(LocalDatastore):
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
         check_id(image_id)
         check_id(label_tag, "label tag")
+        # On macOS and Windows file systems, labels/FINAL is labels/final: a label sent as "FINAL"
+        # would replace the final label of the image while being recorded as another one.
+        tags = {"final", "original"} | {t for o in self._datastore.objects.values() for t in o.labels}
+        same_folder = sorted(t for t in tags if t != label_tag and t.casefold() == label_tag.casefold())
+        if same_folder:
+            raise RejectedInput(f"Label tag {label_tag!r} differs from the tag {same_folder[0]!r} only in letter "
+                                "case; use that tag or another name", 409)
         obj = self._datastore.objects.get(image_id)
         if not obj:
             raise RejectedInput(f"Image {image_id!r} not found", 404)

@@ -159,6 +159,9 @@ def test_label_tag_with_path_tricks_is_rejected(knee_server, intact, phantom_ima
     label.CopyInformation(phantom_image)
     response = upload_label(knee_server, IMAGE_ID, write(label, tmp_path / "l.nii.gz"), tag="../../final")
     assert_rejected(response, 400, "invalid label tag")
+    # labels/FINAL is labels/final on macOS and Windows: it would replace the final label unrecorded.
+    response = upload_label(knee_server, IMAGE_ID, write(label, tmp_path / "l.nii.gz"), tag="FINAL")
+    assert_rejected(response, 409, "only in letter case")
 
 
 def test_inference_on_path_or_unknown_id_is_rejected(knee_server, intact):
