@@ -16,7 +16,7 @@ class OptionError(ValueError):
     """A training option with a value the task cannot use."""
 
 
-def checked_options(request: dict, defaults: dict, ranges: dict[str, tuple[float, float]]) -> dict[str, Any]:
+def checked_options(request: dict, defaults: dict, ranges: dict[str, tuple]) -> dict[str, Any]:
     """``defaults`` overlaid with the request's values for their keys, each converted to its default's
     type (int or float; text stays text) and checked against ``ranges[key]``: (lowest, highest) for a
     number, the words allowed for a text option that has an entry there."""
