@@ -132,41 +132,51 @@ def dicom_echo_files(folder: str | Path) -> list[tuple[float, list[str]]]:
     echoes into a wrong volume of several times the slices, so slices are grouped by (series, echo
     time) first. Of several series, the one with the most slices per echo (the main acquisition) is kept.
     """
+    folder = Path(folder)
     groups: dict[tuple[str, float], list[str]] = defaultdict(list)
     reader = sitk.ImageFileReader()
     reader.LoadPrivateTagsOff()
-    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         reader.SetFileName(str(f))
         try:
             reader.ReadImageInformation()
         except RuntimeError:
+            # A slice cut short (an interrupted copy) is no longer readable: skipped, it would leave a
+            # hole in the volume that ITK only warns about.
+            if _has_dicom_preamble(f):
+                raise VolumeError(f"{folder.name}: {f.name} is a damaged DICOM file (cut short?); "
+                                  "copy the series again") from None
             continue  # not a DICOM file (DICOMDIR, notes): skipped as a viewer would
         series = reader.GetMetaData(TAG_SERIES_UID).strip() if reader.HasMetaDataKey(TAG_SERIES_UID) else ""
         groups[(series, echo_time_ms(reader))].append(str(f))
     if not groups:
         return []
     main_series = max({s for s, _ in groups}, key=lambda s: max(len(v) for (u, _), v in groups.items() if u == s))
-    return [(echo_time, _sorted_along_normal(names))
+    return [(echo_time, _evenly_spaced_slices(names, f"{folder.name} (TE {echo_time:g} ms)"))
             for (series, echo_time), names in sorted(groups.items(), key=lambda kv: kv[0][1]) if series == main_series]
 
 
-def read_dicom_echoes(folder: str | Path) -> list[tuple[float, PixelVolume]]:
-    """Every echo of the DICOM series in ``folder`` as (echo time in ms, volume), by echo time. Only
-    voxels and geometry are kept."""
+def read_dicom_images(folder: str | Path) -> list[tuple[float, sitk.Image]]:
+    """Every echo of the DICOM series in ``folder`` as (echo time in ms, image), by echo time."""
     folder = Path(folder)
     echo_files = dicom_echo_files(folder)
     if not echo_files:
-        raise VolumeError(f"{folder}: no DICOM images found")
+        raise VolumeError(f"{folder.name}: no DICOM images found")
     echoes = []
     for echo_time, files in echo_files:
         series_reader = sitk.ImageSeriesReader()
         series_reader.SetFileNames(files)
         try:
-            image = series_reader.Execute()
+            echoes.append((echo_time, series_reader.Execute()))
         except RuntimeError as e:
             raise VolumeError(f"{folder.name}: cannot read the DICOM series ({_last_line(e)})") from e
-        echoes.append((echo_time, PixelVolume.from_sitk(image)))
     return echoes
+
+
+def read_dicom_echoes(folder: str | Path) -> list[tuple[float, PixelVolume]]:
+    """Every echo of the DICOM series in ``folder`` as (echo time in ms, volume), by echo time. Only
+    voxels and geometry are kept."""
+    return [(echo_time, PixelVolume.from_sitk(image)) for echo_time, image in read_dicom_images(folder)]
 
 
 def echo_time_ms(reader: sitk.ImageFileReader) -> float:
@@ -180,8 +190,10 @@ def echo_time_ms(reader: sitk.ImageFileReader) -> float:
         return 0.0
 
 
-def _sorted_along_normal(names: list[str]) -> list[str]:
-    """Slice files in order along the slice normal (what GDCM does for one series)."""
+def _evenly_spaced_slices(names: list[str], where: str) -> list[str]:
+    """Slice files in order along the slice normal (what GDCM does for one series), refused when their
+    positions are not evenly spaced: a missing or doubled slice would otherwise give a volume with a
+    wrong geometry (ITK stacks the slices at one spacing and only warns)."""
     reader = sitk.ImageFileReader()
     keyed = []
     for name in names:
@@ -189,7 +201,19 @@ def _sorted_along_normal(names: list[str]) -> list[str]:
         reader.ReadImageInformation()
         direction = np.asarray(reader.GetDirection()).reshape(3, 3)
         keyed.append((float(np.dot(direction[:, 2], reader.GetOrigin())), name))
-    return [name for _, name in sorted(keyed)]
+    keyed.sort()
+    if len(keyed) > 2:
+        gaps = np.diff([position for position, _ in keyed])
+        step = float(np.median(gaps))
+        if step < 1e-3 or np.abs(gaps - step).max() > 0.05 * step + 0.01:  # positions carry rounding noise
+            raise VolumeError(f"{where}: slices missing or unevenly spaced ({gaps.min():.2f} to {gaps.max():.2f} mm "
+                              f"apart along the slice normal, mostly {step:.2f} mm); the series may be incomplete")
+    return [name for _, name in keyed]
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(132)[128:] == b"DICM"
 
 
 def write_volume_atomically(volume: PixelVolume, destination: str | Path,

@@ -1,10 +1,12 @@
 """What the server checks before it does any work or writes anything: training options, ids, DICOM
-tags that are present but empty, and the datastore's own record written so that a crash cannot cut it."""
+tags that are present but empty, DICOM series with a damaged or missing slice (read by the client's and
+the server's shared code), and the datastore's own record written so that a crash cannot cut it."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +14,11 @@ import SimpleITK as sitk
 from kneeai_testing import MESE_DICOM, ROOT, require
 
 from KneeAILib.schema import KneeSchema
+from KneeAILib.volume import VolumeError, dicom_echo_files
+from KneeAILib.volume import read_dicom_echoes as read_dicom_echoes_client
 from lib.datastore import KneeDatastore, RejectedInput, check_id
 from lib.trainers.options import OptionError, checked_options
-from lib.transforms.image_io import read_dicom_echoes
+from lib.transforms.image_io import InputError, read_dicom_echoes, read_volume
 
 SCHEMA = KneeSchema.load(ROOT / "Resources" / "knee_schema.json")
 
@@ -106,6 +110,39 @@ def test_a_dicom_series_with_an_empty_echo_time_is_read(tmp_path):
     assert pydicom.dcmread(next(series.iterdir())).data_element("EchoTime").value in (None, "")
     echoes = read_dicom_echoes(series)
     assert len(echoes) == 1 and echoes[0][0] == 0.0 and echoes[0][1].GetSize() == (256, 256, 24)
+
+
+def _first_slices_of_echo_1(tmp_path, count: int = 6) -> list[Path]:
+    """Copies of ``count`` neighbouring slices of the real MESE series' first echo."""
+    series = tmp_path / "series"
+    series.mkdir()
+    _, files = dicom_echo_files(require(MESE_DICOM))[0]
+    return [Path(shutil.copy(f, series / Path(f).name)) for f in files[8:8 + count]]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("cut short", "is a damaged DICOM file"),
+    ("missing", "slices missing or unevenly spaced"),
+    ("doubled", "slices missing or unevenly spaced"),
+])
+def test_a_dicom_series_with_a_damaged_or_missing_slice_is_refused_by_client_and_server(tmp_path, damage, message):
+    """A slice cut short could not be read and was skipped as "not DICOM"; a missing one left a hole: ITK
+    stacked the rest at one spacing with only a warning, a volume with the wrong geometry."""
+    slices = _first_slices_of_echo_1(tmp_path)
+    series = slices[0].parent
+    assert read_volume(series).GetSize() == (256, 256, 6)  # the complete copy reads
+    victim = slices[2]
+    if damage == "cut short":
+        victim.write_bytes(victim.read_bytes()[:-2000])
+        message = f"{victim.name} {message}"
+    elif damage == "missing":
+        victim.unlink()
+    else:
+        shutil.copy(victim, series / f"copy_{victim.name}")
+    with pytest.raises(VolumeError, match=message):
+        read_dicom_echoes_client(series)
+    with pytest.raises(InputError, match=message):
+        read_volume(series)
 
 
 # -- the datastore's record -----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from KneeAILib.atomic_files import replace_atomically
-from KneeAILib.volume import dicom_echo_files
+from KneeAILib.volume import VolumeError, read_dicom_images
 
 logger = logging.getLogger(__name__)
 
@@ -174,21 +174,13 @@ def check_volume(image: sitk.Image, name: str) -> sitk.Image:
 
 
 def read_dicom_echoes(folder: Path) -> list[tuple[float, sitk.Image]]:
-    """All echoes of the DICOM series in ``folder``, as (echo time in ms, volume), sorted by echo time
-    (slices grouped by series and echo as the client groups them: ``dicom_echo_files``)."""
-    echo_files = dicom_echo_files(folder)
-    if not echo_files:
-        raise InputError(f"{folder.name}: no DICOM images found")
-    echoes = []
-    for te, files in echo_files:
-        series_reader = sitk.ImageSeriesReader()
-        series_reader.SetFileNames(files)
-        try:
-            volume = series_reader.Execute()
-        except RuntimeError as e:
-            raise InputError(f"{folder.name}: cannot read DICOM series ({_first_line(e)})") from e
-        echoes.append((te, check_volume(volume, f"{folder.name} (TE {te:g} ms)")))
-    return echoes
+    """All echoes of the DICOM series in ``folder``, as (echo time in ms, volume), sorted by echo time,
+    read as the client reads them (``KneeAILib.volume.read_dicom_images``) and checked."""
+    try:
+        echoes = read_dicom_images(folder)
+    except VolumeError as e:
+        raise InputError(str(e)) from e
+    return [(te, check_volume(volume, f"{folder.name} (TE {te:g} ms)")) for te, volume in echoes]
 
 
 def pixels_only(image: sitk.Image) -> sitk.Image:
