@@ -20,7 +20,8 @@ from KneeAILib.volume import VolumeError, read_dicom_images
 
 logger = logging.getLogger(__name__)
 
-# Files the server accepts as volumes. DICOM comes as a folder (a series) or a zip of one.
+# Files the server reads as volumes (uploads: single self-contained files only, check_upload). DICOM
+# comes as a series folder in the studies folder; the client sends pixels only.
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 MAX_VOXELS = 1024**3 // 4  # a quarter gigavoxel (640³): far above any knee MRI (a 512×512×160 DESS is 42 M)
 MAX_BYTES = 1024**3  # the voxels as stored: a few MB of gzipped zeros can declare gigabytes
