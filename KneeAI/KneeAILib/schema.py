@@ -206,7 +206,7 @@ class KneeSchema:
         unknown = sorted(int(v) for v in present if int(v) not in self.allowed_values())
         if unknown:
             raise SchemaError(
-                f"Label map has values the knee schema does not know: {unknown}; "
+                f"Label map has values the knee schema does not know: {_listing(unknown)}; "
                 f"known values: {sorted(self.allowed_values())}"
             )
 
@@ -221,7 +221,7 @@ class KneeSchema:
         present = {int(v) for v in np.unique(labels)} - {0}
         missing = sorted(present - set(table))
         if missing:
-            raise SchemaError(f"Label values {missing} have no mapping into the knee schema")
+            raise SchemaError(f"Label values {_listing(missing)} have no mapping into the knee schema")
         lut = np.zeros(max(present | {0}) + 1, dtype=np.uint8)
         for src, key in table.items():
             if src < len(lut):
@@ -231,6 +231,12 @@ class KneeSchema:
     def to_info(self) -> dict[str, Any]:
         """The schema as served in the server's /info (the whole file, so clients need nothing else)."""
         return dict(self.raw)
+
+
+def _listing(values: list[int], most: int = 10) -> str:
+    """The first ``most`` values, and how many more: an MRI given as a label map has thousands."""
+    shown = ", ".join(str(v) for v in values[:most])
+    return f"[{shown}]" if len(values) <= most else f"[{shown}, ... ({len(values)} values)]"
 
 
 def _code(item: Mapping[str, Any], name: str) -> Code | None:

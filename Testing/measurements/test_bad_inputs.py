@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -58,3 +60,25 @@ def test_cli_reports_bad_input_with_exit_status_2(tmp_path, capsys):
     assert main(["measure", str(path), "--out", str(tmp_path / "out")]) == 2
     assert "no cartilage" in capsys.readouterr().err
     assert main(["measure", str(tmp_path / "missing.nii.gz")]) == 2
+
+
+def test_cli_refuses_a_file_that_is_no_image_an_out_that_is_a_file_and_an_mri_with_a_short_message(tmp_path, capsys):
+    """Before: a traceback (exit 1) for the unreadable file; the file as --out failed after the whole
+    measurement; an MRI given as a label map listed all its thousands of values in one line."""
+    junk = tmp_path / "junk.nii.gz"
+    junk.write_bytes(b"not an image at all")
+    assert main(["measure", str(junk), "--out", str(tmp_path / "out")]) == 2
+    assert "junk.nii.gz: not a readable label map" in capsys.readouterr().err
+    knee = tmp_path / "knee.nii.gz"
+    sitk.WriteImage(KneePhantom().image(), str(knee))
+    report = tmp_path / "report"
+    report.write_text("mine")
+    assert main(["measure", str(knee), "--out", str(report)]) == 2
+    assert "is a file" in capsys.readouterr().err and report.read_text() == "mine"
+    mri = tmp_path / "mri.nii.gz"
+    img = KneePhantom().image()
+    sitk.WriteImage(_image(np.arange(sitk.GetArrayViewFromImage(img).size, dtype=np.int32).reshape(
+        sitk.GetArrayViewFromImage(img).shape) % 3000, img), str(mri))
+    assert main(["measure", str(mri), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert re.search(r"\.\.\. \(\d{4} values\)", error) and len(error) < 600, error

@@ -14,6 +14,8 @@ from phantoms import KneePhantom
 
 from KneeAILib.measurements import LabelMap, compare_visits, measure_knee
 from KneeAILib.measurements.cli import main
+from KneeAILib.measurements.longitudinal import VisitComparison
+from KneeAILib.measurements.outputs import write_all
 from KneeAILib.measurements.subregions import SUBREGIONS
 
 
@@ -128,3 +130,31 @@ def test_one_voxel_thin_plate_is_not_reported_as_denuded():
     plate_area = np.pi * 14 * 21
     assert medial["cab_mm2"] + medial["thin_mm2"] > 0.8 * plate_area
     assert m.row("lateral_tibial_cartilage")["thin_mm2"] < 0.1 * m.row("lateral_tibial_cartilage")["cab_mm2"]
+
+
+def test_a_left_knee_given_as_the_second_visit_is_refused_and_the_report_folder_is_kept(tmp_path, capsys):
+    """The second visit was measured as the first one's side, so a left knee given as the follow-up of a
+    right one was reported as cartilage change (the plates swapped: +10 % medial, -10 % lateral)."""
+    first, left = tmp_path / "v1.nii.gz", tmp_path / "left.nii.gz"
+    sitk.WriteImage(KneePhantom().image(), str(first))
+    sitk.WriteImage(mirror_left_right(KneePhantom().image()), str(left))
+    out = tmp_path / "out"
+    assert main(["measure", str(first), "--out", str(out), "--no-meshes"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["measure", str(first), "--compare", str(left), "--out", str(out), "--no-meshes"]) == 2
+    assert "different knees (visit 1 right, visit 2 left)" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_plate_with_no_point_matched_at_the_second_visit_gets_no_change_map(knee, tmp_path):
+    """Drawing the change map of a plate whose points all went unmatched failed (an empty array), after
+    the numbers had been written over the last report. Now the pictures are drawn first and such a
+    plate simply has no change map."""
+    labels, m = knee
+    change_maps = {name: np.zeros(len(plate.in_plate)) for name, plate in m.plates.items()}
+    change_maps["lateral_tibial_cartilage"][:] = np.nan
+    comparison = VisitComparison(rows=[], change_maps=change_maps)
+    written = write_all(tmp_path, labels, m, comparison=comparison, meshes=False)
+    assert "lateral_tibial_cartilage_change_png" not in written
+    assert written["medial_tibial_cartilage_change_png"].is_file() and written["html"].is_file()

@@ -29,6 +29,8 @@ def add_subcommands(subparsers) -> None:
 
 
 def _run_measure(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        raise MeasurementError(f"--out {args.out} is a file; give a folder for the report")
     labels = LabelMap.read(args.labelmap, args.convention)
     second = LabelMap.read(args.compare, args.convention) if args.compare else None
     m, _, written = measure_and_write(labels, args.out, side=args.side, second_visit=second,

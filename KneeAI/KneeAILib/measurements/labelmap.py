@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 from KneeAILib.schema import KneeSchema, SchemaError
 
-from .errors import GeometryError, UnknownLabelError
+from .errors import GeometryError, MeasurementError, UnknownLabelError
 
 SCHEMA_CONVENTION = "schema"  # the label map already uses KneeAI schema values
 
@@ -65,7 +65,12 @@ class LabelMap:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Label map not found: {path}")
-        return cls.from_image(sitk.ReadImage(str(path)), convention, schema)
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as e:
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            raise MeasurementError(f"{path.name}: not a readable label map ({lines[-1] if lines else e})") from None
+        return cls.from_image(image, convention, schema)
 
     def to_image(self) -> sitk.Image:
         image = sitk.GetImageFromArray(self.array.astype(np.uint8))

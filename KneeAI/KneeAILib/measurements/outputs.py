@@ -32,13 +32,15 @@ def measure_and_write(labels: LabelMap, out_dir: str | Path, *, side: str | None
                       second_visit: LabelMap | None = None, meshes: bool = True,
                       title: str = "KneeAI knee measurements",
                       ) -> tuple[KneeMeasurement, VisitComparison | None, dict[str, Path]]:
-    """Measure a knee (and its change at ``second_visit``, measured as the same side) and write every
-    output to ``out_dir``: what the command line and the Slicer module both run. Returns the
-    measurement, the comparison (None without a second visit) and the files written."""
+    """Measure a knee (and its change at ``second_visit``) and write every output to ``out_dir``: what
+    the command line and the Slicer module both run. Returns the measurement, the comparison (None
+    without a second visit) and the files written. Each visit's side is detected on its own unless
+    ``side`` is given, so that a left knee given as the second visit of a right one is refused, not
+    reported as its plates' change."""
     m = measure_knee(labels, side=side)
     comparison = None
     if second_visit is not None:
-        comparison = compare_visits(labels, m, second_visit, measure_knee(second_visit, side=side or m.frame.side))
+        comparison = compare_visits(labels, m, second_visit, measure_knee(second_visit, side=side))
     return m, comparison, write_all(out_dir, labels, m, comparison=comparison, meshes=meshes, title=title)
 
 
@@ -77,6 +79,7 @@ def _remove_earlier_outputs(out: Path, written) -> None:
 def _write_outputs(out: Path, labels: LabelMap, m: KneeMeasurement, comparison: VisitComparison | None,
                    meshes: bool, title: str) -> dict[str, Path]:
     written: dict[str, Path] = {}
+    drawn = _map_pictures(out, m, comparison)  # the step that can fail on odd data: before any write
     doc = m.to_dict()
     if comparison is not None:
         doc["comparison"] = comparison.to_dict()
@@ -85,19 +88,12 @@ def _write_outputs(out: Path, labels: LabelMap, m: KneeMeasurement, comparison: 
     if comparison is not None:
         written["change_csv"] = _write_text(out / "thickness_change.csv", _csv(comparison.rows, CHANGE_COLUMNS))
     pictures = {}
-    femur_centre = m.plates["femoral_cartilage"].rule.centre if "femoral_cartilage" in m.plates else np.zeros(3)
+    for key, (path, rgb) in drawn.items():
+        write_png(rgb, path)
+        pictures[key] = path
     for name, plate in m.plates.items():
         t = plate.thickness
-        xy = plate_map_coordinates(name, m.frame.coordinates(t.vertices), femur_centre)
         values = np.where(t.covered, t.thickness, 0.0)
-        img, _ = rasterise(xy, values, plate.in_plate)
-        pictures[name] = out / f"{name}_thickness_map.png"
-        write_png(map_picture(img, *THICKNESS_RANGE_MM), pictures[name])
-        if comparison is not None and name in comparison.change_maps:
-            change = comparison.change_maps[name]
-            img, _ = rasterise(xy, change, plate.in_plate & np.isfinite(change))
-            pictures[name + "_change"] = out / f"{name}_change_map.png"
-            write_png(map_picture(img, *CHANGE_RANGE_MM, diverging=True), pictures[name + "_change"])
         if meshes:
             scalars = {"thickness_mm": values, "in_plate": plate.in_plate.astype(float),
                        "denuded": plate.denuded.astype(float),
@@ -116,6 +112,26 @@ def _write_outputs(out: Path, labels: LabelMap, m: KneeMeasurement, comparison: 
                     out / f"{STRUCTURES.get(value, f'label_{value}')}.stl", verts, tris)
     written["html"] = _write_text(out / "report.html", html_report(m, pictures, comparison, title))
     return written
+
+
+def _map_pictures(out: Path, m: KneeMeasurement, comparison: VisitComparison | None,
+                  ) -> dict[str, tuple[Path, np.ndarray]]:
+    """Every map picture, drawn before any of them is written (with the numbers before them): a drawing
+    that fails must not leave a folder with part of this measurement over part of the last one. A
+    plate with no point matched at the second visit gets no change map."""
+    pictures = {}
+    femur_centre = m.plates["femoral_cartilage"].rule.centre if "femoral_cartilage" in m.plates else np.zeros(3)
+    for name, plate in m.plates.items():
+        t = plate.thickness
+        xy = plate_map_coordinates(name, m.frame.coordinates(t.vertices), femur_centre)
+        img, _ = rasterise(xy, np.where(t.covered, t.thickness, 0.0), plate.in_plate)
+        pictures[name] = (out / f"{name}_thickness_map.png", map_picture(img, *THICKNESS_RANGE_MM))
+        change = comparison.change_maps.get(name) if comparison is not None else None
+        if change is not None and np.isfinite(change[plate.in_plate]).any():
+            img, _ = rasterise(xy, change, plate.in_plate & np.isfinite(change))
+            pictures[name + "_change"] = (out / f"{name}_change_map.png",
+                                          map_picture(img, *CHANGE_RANGE_MM, diverging=True))
+    return pictures
 
 
 def _region_index(region: np.ndarray, names: list[str]) -> np.ndarray:
