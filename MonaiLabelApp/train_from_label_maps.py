@@ -53,7 +53,7 @@ from lib.configs.knee_refinement import CONF_OPTIONS as REFINEMENT_CONF_OPTIONS 
 from lib.configs.knee_refinement import REFINEMENT, click_config_from_conf, refinement_model_dir  # noqa: E402
 from lib.configs.knee_segmentation import CONF_OPTIONS, model_config_from_conf  # noqa: E402
 from lib.evaluation.cross_validation import KneeSplit  # noqa: E402
-from lib.evaluation.label_maps import find_label_maps, knee_id  # noqa: E402
+from lib.evaluation.label_maps import find_label_maps, knee_id, read_knee_labels  # noqa: E402
 from lib.evaluation.training_datastore import (  # noqa: E402
     build_datastore,
     pick_validation_knees,
@@ -195,10 +195,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.variants < 1 or args.validation_variants < 1:
         parser.error("--variants and --validation-variants need at least one image per knee")
+    if args.validation_knees is not None and args.validation_knees < 0:
+        parser.error("--validation-knees cannot be negative")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.time()
     workdir = Path(args.out).resolve()
+    if workdir.exists() and not workdir.is_dir():
+        raise SystemExit(f"--out {args.out} is a file; give a work folder")
+    try:
+        label_files = find_label_maps(args.label_dir)
+    except (OSError, ValueError) as error:
+        raise SystemExit(str(error)) from None
     workdir.mkdir(parents=True, exist_ok=True)
     conf = parse_conf(args.conf)
     request = training_request(args, parse_train_options(args.train_option, training_defaults(args.model)[0]))
@@ -219,13 +227,16 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--init: {error}") from None
 
     # -- which knees -------------------------------------------------------------------------------
-    label_files = find_label_maps(args.label_dir)
     knees = list(label_files)
     split_file = None
     test_knees: list[str] = []
     if args.fold is not None:
         split_file = Path(args.split) if args.split else workdir / "cv_split.json"
-        split = KneeSplit.load_or_create(split_file, knees, args.folds, args.cv_seed)
+        try:
+            split = KneeSplit.load_or_create(split_file, knees, args.folds, args.cv_seed)
+            split.check_fold(args.fold)
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"--split/--fold: {error}") from None
         test_knees = [k for k in split.test_knees(args.fold) if k in label_files]
         knees = [k for k in split.train_knees(args.fold) if k in label_files]
     conventions = {k: args.convention for k in knees}
@@ -239,8 +250,18 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"--extra {file_name}: knee id {extra!r} is already in {args.label_dir}")
         label_files[extra], conventions[extra] = Path(file_name), convention
         knees.append(extra)
+    # Every map that will be read is checked before the work folder is committed to this plan: a bad
+    # value found during synthesis left a plan recorded that the corrected command was refused for.
+    for knee in knees:
+        try:
+            read_knee_labels(label_files[knee], conventions[knee])
+        except ValueError as error:
+            raise SystemExit(f"label map of knee {knee}: {error}") from None
     # Extra maps are there for what they alone label (e.g. menisci): they always train.
-    validation = pick_validation_knees(cross_validated, args.seed, args.validation_knees)
+    try:
+        validation = pick_validation_knees(cross_validated, args.seed, args.validation_knees)
+    except ValueError as error:
+        raise SystemExit(f"--validation-knees: {error}") from None
     check_workdir_plan(workdir, {
         "label_dir": str(Path(args.label_dir).resolve()), "convention": args.convention, "extra": args.extra,
         "split_file": str(split_file.resolve()) if split_file else None, "fold": args.fold,

@@ -191,6 +191,18 @@ class KneeSchema:
         label map with non-whole or non-finite values (an interpolated or float map: truncating 1.6 to 1
         would quietly change structures)."""
         labels = np.asarray(labels)
+        self.check_whole_values(labels)
+        present = np.unique(labels)
+        unknown = sorted(int(v) for v in present if int(v) not in self.allowed_values())
+        if unknown:
+            raise SchemaError(
+                f"Label map has values the knee schema does not know: {_listing(unknown)}; "
+                f"known values: {sorted(self.allowed_values())}"
+            )
+
+    @staticmethod
+    def check_whole_values(labels: np.ndarray) -> None:
+        """Raise SchemaError for a label map with non-whole or non-finite values, whatever its convention."""
         if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
             finite = np.isfinite(labels)
             if not finite.all():
@@ -202,16 +214,10 @@ class KneeSchema:
                 raise SchemaError(f"Label map has values that are not whole numbers ({listing}); "
                                   "a label map holds whole structure values only (was it resampled with "
                                   "linear interpolation?)")
-        present = np.unique(labels)
-        unknown = sorted(int(v) for v in present if int(v) not in self.allowed_values())
-        if unknown:
-            raise SchemaError(
-                f"Label map has values the knee schema does not know: {_listing(unknown)}; "
-                f"known values: {sorted(self.allowed_values())}"
-            )
 
     def map_from(self, source: str | Mapping[int, str], labels: np.ndarray) -> np.ndarray:
         """Translate a label map from another convention (a mapping name or value->key dict)."""
+        self.check_whole_values(np.asarray(labels))
         if isinstance(source, str):
             if source not in self.mappings:
                 raise SchemaError(f"Unknown label convention {source!r}; known: {sorted(self.mappings)}")

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from kneeai_testing import TINY_MODEL_CONF
+
 from KneeAILib.schema import SchemaError
 from lib.evaluation.label_maps import find_label_maps, read_knee_labels, resample_labels
 from lib.evaluation.training_datastore import image_id, knee_of
@@ -75,3 +77,68 @@ def test_synthesised_images_are_finite_even_when_the_slice_offset_exceeds_two_sl
     wrapped = drawn.slice_offset_mm % drawn.slice_thickness_mm
     same = sitk.GetArrayFromImage(synthesize_image(labels, 67, "dess", slice_offset_mm=wrapped))
     assert np.allclose(image, same, atol=1e-5)
+
+
+def test_an_mri_or_an_empty_map_is_refused_whatever_the_convention(tmp_path):
+    """A float MRI in a folder of OAI-ZIB maps was truncated to whole values and trained on as a knee of
+    background; an all-zero map became a validation knee and a version was promoted on nothing."""
+    mri = sitk.GetImageFromArray(np.random.default_rng(0).random((8, 8, 8)).astype(np.float32))
+    sitk.WriteImage(mri, str(tmp_path / "mri.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 8, 8), np.uint8)), str(tmp_path / "empty.nii.gz"))
+    for convention in ("oai_zib", "schema"):
+        with pytest.raises(SchemaError, match="mri.nii.gz: .*not whole numbers"):
+            read_knee_labels(tmp_path / "mri.nii.gz", convention)
+        with pytest.raises(ValueError, match="empty.nii.gz: no labelled structure"):
+            read_knee_labels(tmp_path / "empty.nii.gz", convention)
+
+
+def _folder_of_knees(folder, count: int = 3):
+    folder.mkdir()
+    for k in range(count):
+        sitk.WriteImage(make_knee_phantom(k, size=(32, 32, 32), spacing=(3.0, 3.0, 3.0)), str(folder / f"k{k}.nii.gz"))
+    return folder
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("value 12", "knee k1: k1.nii.gz: .*\\[12\\]"),
+    ("2D map", "knee k1: k1.nii.gz: a knee label map is a 3D image"),
+    ("damaged split", "--split/--fold: .*cv_split.json cannot be read"),
+    ("fold 7", "--split/--fold: fold 7 does not exist"),
+])
+def test_the_training_command_refuses_bad_maps_and_splits_before_committing_its_work_folder(tmp_path, problem,
+                                                                                             message):
+    """Before: a bad map was found during synthesis, after the work folder's plan was recorded, so the
+    corrected command was refused ("prepared with other data settings"); a damaged split or a fold out
+    of range ended in a traceback."""
+    import train_from_label_maps
+
+    labels, work = _folder_of_knees(tmp_path / "labels"), tmp_path / "work"
+    work.mkdir()
+    if problem == "value 12":
+        array = sitk.GetArrayFromImage(sitk.ReadImage(str(labels / "k1.nii.gz")))
+        array[0, 0, 0] = 12
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(labels / "k1.nii.gz"))
+    elif problem == "2D map":
+        sitk.WriteImage(sitk.GetImageFromArray(np.ones((8, 8), np.uint8)), str(labels / "k1.nii.gz"))
+    elif problem == "damaged split":
+        (work / "cv_split.json").write_text('{"format": ')
+    split = {"damaged split": ["--folds", "2", "--fold", "0"], "fold 7": ["--folds", "2", "--fold", "7"]}
+    tiny = [f"--conf={k}={v}" for k, v in TINY_MODEL_CONF.items()]  # should a check not fire: a short run
+    with pytest.raises(SystemExit, match=message):
+        train_from_label_maps.main([str(labels), "--convention", "schema", "--out", str(work), "--epochs", "1",
+                                    "--iterations-per-epoch", "1", "--device", "cpu", *split.get(problem, []), *tiny])
+    assert not (work / "run_plan.json").exists() and not (work / "studies").exists()
+
+
+def test_the_training_command_refuses_an_empty_folder_and_an_out_that_is_a_file_without_writing(tmp_path):
+    import train_from_label_maps
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no label maps"):
+        train_from_label_maps.main([str(tmp_path / "empty"), "--convention", "schema", "--out", str(tmp_path / "w")])
+    assert not (tmp_path / "w").exists()
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(SystemExit, match="is a file"):
+        train_from_label_maps.main([str(_folder_of_knees(tmp_path / "labels")), "--convention", "schema",
+                                    "--out", str(tmp_path / "file")])
+    assert (tmp_path / "file").read_text() == "mine"

@@ -14,12 +14,11 @@ others between folds and make figures of different runs incomparable).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from lib.model_store import write_json_atomically
+from lib.model_store import DamagedFile, read_json, write_json_atomically
 
 FORMAT = "kneeai-cv-split/1"
 
@@ -80,11 +79,18 @@ class KneeSplit:
 
     @classmethod
     def load(cls, path: str | Path) -> "KneeSplit":
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a KneeAI cross-validation split (format {data.get('format')!r})")
-        fold_of = {str(k): int(v) for k, v in data["fold_of"].items()}
-        split = cls(int(data["folds"]), int(data["seed"]), fold_of)
+        data = read_json(Path(path))
+        if data is None:
+            raise FileNotFoundError(f"{path}: no such split file")
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a KneeAI cross-validation split (format "
+                             f"{data.get('format') if isinstance(data, dict) else None!r})")
+        try:
+            fold_of = {str(k): int(v) for k, v in data["fold_of"].items()}
+            split = cls(int(data["folds"]), int(data["seed"]), fold_of)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise DamagedFile(f"{path}: a damaged cross-validation split ({type(e).__name__}: {e}); restore it "
+                              "from a copy") from None
         if any(not 0 <= f < split.folds for f in fold_of.values()):
             raise ValueError(f"{path}: a knee is assigned to a fold outside 0..{split.folds - 1}")
         return split

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from KneeAILib.schema import KneeSchema
+from KneeAILib.schema import KneeSchema, SchemaError
 
 
 @lru_cache(maxsize=1)
@@ -24,19 +24,32 @@ def knee_schema() -> KneeSchema:
 def load_label_map(path: str | Path, convention: str | None = None) -> sitk.Image:
     """Read a label map and translate it into schema values (uint8, same geometry as the file).
 
-    ``convention`` names a mapping in the schema; ``None`` means the file already holds schema values
-    (checked: unknown values raise ``SchemaError``).
+    ``convention`` names a mapping in the schema; ``None`` means the file already holds schema values.
+    Every error names the file: one that is not a 3D scalar label map, values the convention does not
+    know or that are not whole numbers (an MRI given by mistake), and a map with no structure at all
+    (it would train as a knee made of background).
     """
-    image = sitk.ReadImage(str(path))
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"{path} is not a scalar label map")
+    name = Path(path).name
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise ValueError(f"{name}: not a readable label map ({lines[-1] if lines else e})") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{name}: a knee label map is a 3D image of one value per voxel; this one is "
+                         f"{image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} value(s) per voxel")
     array = sitk.GetArrayViewFromImage(image)
     schema = knee_schema()
-    if convention is None:
-        schema.check_label_values(array)
-        mapped = array.astype(np.uint8)
-    else:
-        mapped = schema.map_from(convention, array)
+    try:
+        if convention is None:
+            schema.check_label_values(array)
+            mapped = array.astype(np.uint8)
+        else:
+            mapped = schema.map_from(convention, array)
+    except SchemaError as e:
+        raise SchemaError(f"{name}: {e}") from None
+    if not mapped.any():
+        raise ValueError(f"{name}: no labelled structure (every voxel is background)")
     out = sitk.GetImageFromArray(mapped)
     out.CopyInformation(image)
     return out
