@@ -40,6 +40,7 @@ for path in (APP_DIR, ROOT / "KneeAI"):  # the app's ``lib`` and the shared Knee
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from KneeAILib.atomic_files import write_text_atomically  # noqa: E402
 from KneeAILib.schema import KneeSchema  # noqa: E402
 
 from lib.evaluation.agreement import agreement_markdown, mean_agreement_dice, prediction_agreement  # noqa: E402
@@ -54,8 +55,9 @@ from lib.model_store import ModelStore, write_json_atomically  # noqa: E402
 from lib.networks import KneeNetworks  # noqa: E402
 from lib.segmenter import KneeSegmenter  # noqa: E402
 from lib.synthesis import draw_parameters, synthesize_image  # noqa: E402
+from lib.synthesis.tissues import CONTRAST_FAMILIES  # noqa: E402
 from lib.trainers.training_data import case_id  # noqa: E402
-from lib.transforms.image_io import read_volume, write_atomically  # noqa: E402
+from lib.transforms.image_io import InputError, read_volume, write_atomically  # noqa: E402
 
 SCHEMA_FILE = ROOT / "Resources" / "knee_schema.json"
 
@@ -89,10 +91,13 @@ def box_size_mm(box) -> list[float]:
     return [round(float(e), 1) for e in box.extent]
 
 
-def seen_knees(metrics: dict) -> set[str]:
-    """Knees whose images the version trained on or was selected on (validation)."""
-    names = metrics.get("train_cases", []) + metrics.get("validation_cases", [])
-    return {knee_of(case_id(name)) for name in names}
+def seen_knees(metrics: dict) -> set[str] | None:
+    """Knees whose images the version trained on or was selected on (validation); None when its record
+    cannot say (damaged or without the lists): then no knee can be called held out."""
+    names = metrics.get("train_cases"), metrics.get("validation_cases")
+    if "damaged" in metrics or not all(isinstance(n, list) for n in names):
+        return None
+    return {knee_of(case_id(name)) for name in names[0] + names[1]}
 
 
 def held_out_knees(args, label_files: dict[str, Path]) -> list[str]:
@@ -100,7 +105,11 @@ def held_out_knees(args, label_files: dict[str, Path]) -> list[str]:
         return list(label_files)
     if args.fold is None:
         raise SystemExit("--split needs --fold")
-    split = KneeSplit.load(args.split)
+    try:
+        split = KneeSplit.load(args.split)
+        split.check_fold(args.fold)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--split/--fold: {error}") from None
     knees = split.test_knees(args.fold)
     missing = [k for k in knees if k not in label_files]
     if missing:
@@ -124,7 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model-dir", required=True, help="model folder (versions/, promoted.json)")
     parser.add_argument("--version", help="model version, e.g. v0003 (default: the promoted one)")
     parser.add_argument("--labels", help="folder of held-out label maps")
-    parser.add_argument("--convention", default="schema", help="label values of those files (default 'schema')")
+    parser.add_argument("--convention", help="label values of those files: a schema mapping (oai_zib, ...) or "
+                        "'schema'; required with --labels (OAI-ZIB values are valid schema values too, so a "
+                        "default would misread them silently)")
     parser.add_argument("--split", help="cross-validation split file (lib/evaluation/cross_validation.py)")
     parser.add_argument("--fold", type=int, help="evaluate the test knees of this fold")
     parser.add_argument("--seed", type=int, default=1234, help="seed of the synthesised test images (default 1234)")
@@ -147,6 +158,12 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("give --labels, or --dess-echo1 and --dess-echo2, or both")
     if bool(args.dess_echo1) != bool(args.dess_echo2):
         parser.error("--dess-echo1 and --dess-echo2 go together")
+    if args.labels and not args.convention:
+        parser.error("--labels needs --convention (e.g. oai_zib, or schema)")
+    contrasts = [c.strip() for c in args.contrasts.split(",") if c.strip()]
+    unknown = [c for c in contrasts if c not in CONTRAST_FAMILIES]
+    if not contrasts or unknown:
+        parser.error(f"--contrasts: give one or more of {', '.join(CONTRAST_FAMILIES)} (not {unknown or 'none'})")
 
     started = time.time()
     out = Path(args.out)
@@ -158,7 +175,19 @@ def main(argv: list[str] | None = None) -> dict:
     version, networks, metrics = load_model(Path(args.model_dir), args.version)
     box_changes = with_joint_box(networks, args.roi_margin_mm, args.max_roi_mm)
     segmenter = KneeSegmenter(networks, schema, device)
-    contrasts = [c.strip() for c in args.contrasts.split(",") if c.strip()]
+    # Everything that can be refused is read before hours of segmentation (20 knees on a CPU).
+    label_files, knees, echoes = {}, [], None
+    if args.labels:
+        try:
+            label_files = find_label_maps(args.labels)
+        except (OSError, ValueError) as error:
+            raise SystemExit(str(error)) from None
+        knees = held_out_knees(args, label_files)
+    if args.dess_echo1:
+        try:
+            echoes = read_volume(args.dess_echo1), read_volume(args.dess_echo2)
+        except InputError as error:
+            raise SystemExit(f"--dess-echo1/--dess-echo2: {error}") from None
     report = {
         "model": {"model_dir": str(Path(args.model_dir).resolve()), "version": version,
                   "config": networks.config.to_dict(), "validation_mean_dice": metrics.get("mean_dice"),
@@ -178,16 +207,23 @@ def main(argv: list[str] | None = None) -> dict:
 
     # -- held-out knees, synthesised MRIs ----------------------------------------------------------
     if args.labels:
-        label_files = find_label_maps(args.labels)
-        knees = held_out_knees(args, label_files)
-        seen = sorted(set(knees) & seen_knees(metrics))
-        if seen and not args.allow_seen_knees:
+        trained_on = seen_knees(metrics)
+        if trained_on is None and not args.allow_seen_knees:
+            raise SystemExit(f"model {version}: its metrics.json does not say which knees it trained on "
+                             f"({metrics.get('damaged', 'no train_cases/validation_cases')}), so no knee can be "
+                             "called held out (--allow-seen-knees for a non-test look)")
+        seen = sorted(set(knees) if trained_on is None else set(knees) & trained_on)
+        if seen and trained_on is not None and not args.allow_seen_knees:
             raise SystemExit(f"model {version} trained or validated on {seen}: these are not held out "
                              "(use another fold's model, or --allow-seen-knees for a non-test look)")
         cases, per_case_scores = [], []
         for knee in knees:
             t0 = time.time()
-            reference = resample_labels(read_knee_labels(label_files[knee], args.convention), args.working_spacing_mm)
+            try:
+                reference = resample_labels(read_knee_labels(label_files[knee], args.convention),
+                                            args.working_spacing_mm)
+            except ValueError as error:
+                raise SystemExit(f"label map of knee {knee}: {error}") from None
             seed = stable_seed("test", args.seed, knee)
             contrast = contrasts[seed % len(contrasts)]
             parameters = draw_parameters(seed, contrast)
@@ -224,11 +260,14 @@ def main(argv: list[str] | None = None) -> dict:
                      markdown_table(summary, names), "",
                      f"Mean Dice over structures: {report['held_out']['mean_dice']}"]
         if seen:
-            markdown += ["", f"**Not a test result**: the model trained or validated on {seen}."]
+            markdown += ["", f"**Not a test result**: the model trained or validated on {seen}."
+                         if trained_on is not None else
+                         "**Not a test result**: the model's record does not say which knees it trained on."]
+        write_report(out, report, markdown)  # kept should the real-MRI part below fail
 
     # -- real MRIs without labels: echo 1 vs echo 2 -----------------------------------------------
-    if args.dess_echo1:
-        first, second = read_volume(args.dess_echo1), read_volume(args.dess_echo2)
+    if echoes:
+        first, second = echoes
         t0 = time.time()
         result_first, result_second = segmenter.segment(first), segmenter.segment(second)
         prediction_first, prediction_second = result_first.labels, result_second.labels
@@ -254,10 +293,14 @@ def main(argv: list[str] | None = None) -> dict:
     report["seconds"] = round(time.time() - started, 1)
     markdown += ["", "Overlays (sagittal slices; image | reference | prediction, or image | prediction): "
                  + ", ".join(f"`{p}`" for p in report["overlays"]), ""]
-    write_json_atomically(out / "evaluation.json", report)
-    (out / "evaluation.md").write_text("\n".join(markdown), encoding="utf-8")
+    write_report(out, report, markdown)
     print("\n".join(markdown))
     return report
+
+
+def write_report(out: Path, report: dict, markdown: list[str]) -> None:
+    write_json_atomically(out / "evaluation.json", report)
+    write_text_atomically(out / "evaluation.md", "\n".join(markdown))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,3 +257,45 @@ def test_evaluate_can_run_the_model_with_another_joint_box(evaluation, trained, 
     assert "NOT the model's own: max_roi_mm 30" in (tmp_path / "narrow" / "evaluation.md").read_text()
     with pytest.raises(SystemExit, match="must be > 0"):
         evaluate.main(argv[:-1] + ["0", "--out", str(tmp_path / "refused")])
+
+
+def test_evaluate_checks_its_inputs_before_segmenting_any_knee(trained, label_dir, tmp_path, capsys):
+    """A missing echo was found after every knee had been segmented (hours for 20 knees on a CPU) and no
+    report was written; an unknown contrast failed at the knee that drew it, an empty list divided by
+    zero; without --convention OAI-ZIB maps were read as schema values (valid ones, so silently)."""
+    import evaluate
+
+    work, _, _ = trained
+    argv = ["--model-dir", str(work / "model"), "--labels", str(label_dir), "--convention", "oai_zib",
+            "--split", str(work / "cv_split.json"), "--fold", "0", "--device", "cpu"]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="--dess-echo1/--dess-echo2: .*no_echo1.nii.gz"):
+        evaluate.main(argv + ["--out", str(out), "--dess-echo1", str(tmp_path / "no_echo1.nii.gz"),
+                              "--dess-echo2", str(tmp_path / "no_echo2.nii.gz")])
+    assert not (out / "overlays").exists()
+    for bad in (["--contrasts", "dess,flair"], ["--contrasts", ","]):
+        with pytest.raises(SystemExit):
+            evaluate.main(argv + ["--out", str(out)] + bad)
+        assert "--contrasts: give one or more of dess, pdfs, t2" in capsys.readouterr().err
+    without_convention = [a for a in argv if a not in ("--convention", "oai_zib")]
+    with pytest.raises(SystemExit):
+        evaluate.main(without_convention + ["--out", str(out)])
+    assert "--labels needs --convention" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="fold 5 does not exist"):
+        evaluate.main(argv[:-3] + ["5", "--device", "cpu", "--out", str(out)])
+    assert not (out / "overlays").exists()
+
+
+def test_evaluate_refuses_to_call_knees_held_out_when_the_versions_record_is_damaged(trained, label_dir, tmp_path):
+    """A damaged metrics.json read as a version that trained on no knee: its own training knees were
+    reported as held-out results."""
+    import evaluate
+
+    work, _, _ = trained
+    model = Path(shutil.copytree(work / "model", tmp_path / "model"))
+    metrics = model / "versions" / "v0001" / "metrics.json"
+    metrics.write_text(metrics.read_text()[:200])
+    with pytest.raises(SystemExit, match="does not say which knees it trained on"):
+        evaluate.main(["--model-dir", str(model), "--labels", str(label_dir), "--convention", "oai_zib",
+                       "--out", str(tmp_path / "refused"), "--device", "cpu"])
+    assert not (tmp_path / "refused" / "overlays").exists()
