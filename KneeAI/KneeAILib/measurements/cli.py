@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (MeasurementError, FileNotFoundError) as e:
+    except (MeasurementError, OSError) as e:  # OSError: a missing file, a folder that cannot be written
         print(f"error: {e}", file=sys.stderr)
         return 2
 
