@@ -208,14 +208,17 @@ def main(argv: list[str] | None = None) -> dict:
     # -- held-out knees, synthesised MRIs ----------------------------------------------------------
     if args.labels:
         trained_on = seen_knees(metrics)
-        if trained_on is None and not args.allow_seen_knees:
-            raise SystemExit(f"model {version}: its metrics.json does not say which knees it trained on "
-                             f"({metrics.get('damaged', 'no train_cases/validation_cases')}), so no knee can be "
-                             "called held out (--allow-seen-knees for a non-test look)")
-        seen = sorted(set(knees) if trained_on is None else set(knees) & trained_on)
-        if seen and trained_on is not None and not args.allow_seen_knees:
-            raise SystemExit(f"model {version} trained or validated on {seen}: these are not held out "
-                             "(use another fold's model, or --allow-seen-knees for a non-test look)")
+        if trained_on is None:
+            if not args.allow_seen_knees:
+                raise SystemExit(f"model {version}: its metrics.json does not say which knees it trained on "
+                                 f"({metrics.get('damaged', 'no train_cases/validation_cases')}), so no knee can "
+                                 "be called held out (--allow-seen-knees for a non-test look)")
+            seen = sorted(knees)
+        else:
+            seen = sorted(set(knees) & trained_on)
+            if seen and not args.allow_seen_knees:
+                raise SystemExit(f"model {version} trained or validated on {seen}: these are not held out "
+                                 "(use another fold's model, or --allow-seen-knees for a non-test look)")
         cases, per_case_scores = [], []
         for knee in knees:
             t0 = time.time()

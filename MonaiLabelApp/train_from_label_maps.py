@@ -203,11 +203,6 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = Path(args.out).resolve()
     if workdir.exists() and not workdir.is_dir():
         raise SystemExit(f"--out {args.out} is a file; give a work folder")
-    try:
-        label_files = find_label_maps(args.label_dir)
-    except (OSError, ValueError) as error:
-        raise SystemExit(str(error)) from None
-    workdir.mkdir(parents=True, exist_ok=True)
     conf = parse_conf(args.conf)
     request = training_request(args, parse_train_options(args.train_option, training_defaults(args.model)[0]))
     config = model_config_from_conf(conf) if args.model == MODEL else click_config_from_conf(conf)
@@ -225,6 +220,11 @@ def main(argv: list[str] | None = None) -> dict:
         ModelStore(trained_dir).check_start(args.init)
     except ValueError as error:
         raise SystemExit(f"--init: {error}") from None
+    try:
+        label_files = find_label_maps(args.label_dir)
+    except (OSError, ValueError) as error:
+        raise SystemExit(str(error)) from None
+    workdir.mkdir(parents=True, exist_ok=True)  # only once the command knows what it will work on
 
     # -- which knees -------------------------------------------------------------------------------
     knees = list(label_files)
