@@ -27,7 +27,7 @@ from lib.model_store import DamagedFile, ModelStore  # noqa: E402
 def started_from(options: dict) -> str | None:
     """The version a run's weights came from, "scratch", or None where an older record does not say."""
     if "started_from" in options:
-        return options["started_from"] or "scratch"
+        return str(options["started_from"] or "scratch")
     return "scratch" if options.get("init") == "scratch" else None
 
 
@@ -41,19 +41,25 @@ def serving(store: ModelStore) -> str | None:
         return None
 
 
+def record_value(metrics: dict, key: str, kind: type | tuple[type, ...]):
+    """``metrics[key]`` when it is of ``kind``, else None: a record edited by hand (a number written as
+    text, "options": null) must not stop the listing that is used to repair a model folder."""
+    value = metrics.get(key)
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
 def version_rows(store: ModelStore) -> list[dict]:
     promoted = serving(store)
     rows = []
     for version in store.versions():
         metrics = store.metrics(version) or {}
-        options = metrics.get("options", {})
         rows.append({
             "version": version,
             "serving": version == promoted,
-            "validation_mean_dice": metrics.get("mean_dice"),
-            "best_epoch": metrics.get("best_epoch"),
-            "started_from": started_from(options),
-            "promotion_bar": metrics.get("promotion_bar"),
+            "validation_mean_dice": record_value(metrics, "mean_dice", (int, float)),
+            "best_epoch": record_value(metrics, "best_epoch", int),
+            "started_from": started_from(record_value(metrics, "options", dict) or {}),
+            "promotion_bar": record_value(metrics, "promotion_bar", (int, float)),
         })
     return rows
 
@@ -86,7 +92,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         except ValueError as error:
             raise SystemExit(f"--promote: {error}") from None
         before = serving(store)
-        store.promote(args.promote, (store.metrics(args.promote) or {}).get("mean_dice"), by="hand")
+        store.promote(args.promote, record_value(store.metrics(args.promote) or {}, "mean_dice", (int, float)),
+                      by="hand")
         print(f"promoted {args.promote} (was {before or 'none'})")
     rows = version_rows(store)
     print(format_rows(rows))

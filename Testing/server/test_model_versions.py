@@ -55,6 +55,21 @@ def test_promoting_by_hand_switches_what_serves_and_says_who_chose_it(store):
     assert all(torch.equal(state["fine"][key], tensor) for key, tensor in expected["fine"].items())
 
 
+def test_a_record_edited_by_hand_with_wrong_types_is_listed_and_promoted_not_a_crash(store):
+    """"options": null or a score written as text stopped the listing (TypeError), which is the tool used
+    to look at and repair a model folder."""
+    import json
+
+    import model_versions
+
+    record = store.versions_dir / "v0002" / "metrics.json"
+    record.write_text(json.dumps({"mean_dice": "0.69", "best_epoch": "6", "options": None}))
+    rows = model_versions.main([str(store.root), "--promote", "v0002"])
+    assert rows[1] == {"version": "v0002", "serving": True, "validation_mean_dice": None, "best_epoch": None,
+                       "started_from": None, "promotion_bar": None}
+    assert store.promoted() == {"version": "v0002", "mean_dice": None, "by": "hand"}
+
+
 @pytest.mark.parametrize("name, message", [
     ("v0009", "no model version v0009"), ("v0003", "no model version v0003"),
     ("../model/versions/v0001", "is not a model version name"), ("latest", "is not a model version name"),
