@@ -119,7 +119,7 @@ def read_volume_file(path: str | Path) -> PixelVolume:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        raise VolumeError(f"{path.name}: not a readable medical image ({_last_line(e)})") from e
+        raise VolumeError(f"{path.name}: not a readable medical image ({last_line(e)})") from e
     return PixelVolume.from_sitk(image)
 
 
@@ -141,7 +141,7 @@ def dicom_echo_files(folder: str | Path) -> list[tuple[float, list[str]]]:
         try:
             reader.ReadImageInformation()
         except RuntimeError:
-            # A slice cut short (an interrupted copy) is no longer readable: skipped, it would leave a
+            # A slice cut short (an interrupted copy) is no longer readable; skipping it would leave a
             # hole in the volume that ITK only warns about.
             if _has_dicom_preamble(f):
                 raise VolumeError(f"{folder.name}: {f.name} is a damaged DICOM file (cut short?); "
@@ -169,7 +169,7 @@ def read_dicom_images(folder: str | Path) -> list[tuple[float, sitk.Image]]:
         try:
             echoes.append((echo_time, series_reader.Execute()))
         except RuntimeError as e:
-            raise VolumeError(f"{folder.name}: cannot read the DICOM series ({_last_line(e)})") from e
+            raise VolumeError(f"{folder.name}: cannot read the DICOM series ({last_line(e)})") from e
     return echoes
 
 
@@ -226,6 +226,7 @@ def write_volume_atomically(volume: PixelVolume, destination: str | Path,
     return replace_atomically(destination, lambda temporary: sitk.WriteImage(image, str(temporary), True))
 
 
-def _last_line(error: Exception) -> str:
+def last_line(error: Exception) -> str:
+    """The last non-empty line of an error's text: for SimpleITK's multi-line errors, the reason."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__

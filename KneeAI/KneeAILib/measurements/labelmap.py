@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from KneeAILib.schema import KneeSchema, SchemaError
+from KneeAILib.volume import last_line
 
 from .errors import GeometryError, MeasurementError, UnknownLabelError
 
@@ -68,8 +69,7 @@ class LabelMap:
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as e:
-            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-            raise MeasurementError(f"{path.name}: not a readable label map ({lines[-1] if lines else e})") from None
+            raise MeasurementError(f"{path.name}: not a readable label map ({last_line(e)})") from None
         return cls.from_image(image, convention, schema)
 
     def to_image(self) -> sitk.Image:

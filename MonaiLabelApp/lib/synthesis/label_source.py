@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from KneeAILib.schema import KneeSchema, SchemaError
+from KneeAILib.volume import last_line
 
 
 @lru_cache(maxsize=1)
@@ -33,8 +34,7 @@ def load_label_map(path: str | Path, convention: str | None = None) -> sitk.Imag
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        raise ValueError(f"{name}: not a readable label map ({lines[-1] if lines else e})") from None
+        raise ValueError(f"{name}: not a readable label map ({last_line(e)})") from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(f"{name}: a knee label map is a 3D image of one value per voxel; this one is "
                          f"{image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} value(s) per voxel")
