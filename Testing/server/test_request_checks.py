@@ -1,6 +1,7 @@
-"""What the server checks before it does any work or writes anything: training options, ids, DICOM
-tags that are present but empty, DICOM series with a damaged or missing slice (read by the client's and
-the server's shared code), and the datastore's own record written so that a crash cannot cut it."""
+"""What the server checks before it does any work or writes anything: training options, the values of
+a refinement request, ids, DICOM tags that are present but empty, DICOM series with a damaged or missing
+slice (read by the client's and the server's shared code), and the datastore's own record written so
+that a crash cannot cut it."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from kneeai_testing import MESE_DICOM, ROOT, require
+from kneeai_testing import MESE_DICOM, ROOT, TINY_MODEL_CONF, require
 
 from KneeAILib.schema import KneeSchema
 from KneeAILib.volume import VolumeError, dicom_echo_files
 from KneeAILib.volume import read_dicom_echoes as read_dicom_echoes_client
 from lib.datastore import KneeDatastore, RejectedInput, check_id
+from lib.interactive.request import RequestError, parse_click_request
 from lib.trainers.options import OptionError, checked_options
 from lib.transforms.image_io import InputError, read_dicom_echoes, read_volume
 
@@ -84,6 +86,57 @@ def test_the_training_command_refuses_a_bad_option_value_before_synthesising(tmp
         train_from_label_maps.main([str(tmp_path), "--convention", "oai_zib", "--out", str(work),
                                     "--model", "knee_refinement", "--train-option", "clicks_in_the_loop=2"])
     assert not (work / "studies").exists()
+
+
+# -- refinement requests ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, params", [
+    ("foreground", {"foreground": [[float("nan"), 5, 5]]}),
+    ("foreground", {"foreground": [[float("inf"), 5, 5]]}),
+    ("foreground", {"foreground": [[True, False, True]]}),  # Python counts true/false as 1/0
+    ("last", {"last": [float("nan"), 5, 5]}),
+    ("roi", {"roi": [[0, 0, 0], [float("inf"), 9, 9]]}),
+    ("roi", {"roi": {"lower": [0, 0, 0], "upper": [9, 9, 9]}}),
+    ("structure", {"structure": ["femur"]}),
+    ("locked", {"locked": [["tibia"]]}),
+])
+def test_a_click_request_with_a_value_of_the_wrong_kind_is_a_400_that_names_it(field, params):
+    """These reached int(round(nan)), roi[0] of an object or a set lookup of a list: an empty 500 (or a
+    connection reset) instead of saying which value is wrong; true/false were taken as voxel 1/0."""
+    request = json.loads(json.dumps({"structure": "femur", "foreground": [[5, 5, 5]], **params}))  # as MONAI Label
+    with pytest.raises(RequestError) as error:
+        parse_click_request(request, SCHEMA, (64, 64, 32))
+    assert error.value.status_code == 400 and f"'{field}'" in error.value.detail
+
+
+@pytest.mark.parametrize("model", ["knee_refinement", "knee_segmentation"])
+def test_an_echo_that_is_not_a_whole_number_from_1_is_a_400_that_names_it(tmp_path, model):
+    from lib.configs.knee_segmentation import model_config_from_conf
+    from lib.infers.knee_refinement import ImageCache, KneeRefinement
+    from lib.infers.knee_segmentation import KneeSegmentation
+    from lib.model_store import ModelStore
+
+    image = tmp_path / "knee.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.uint8)), str(image))
+    store = ModelStore(tmp_path / "model")
+    task = (KneeRefinement(store, SCHEMA, ImageCache(), "refinement") if model == "knee_refinement"
+            else KneeSegmentation(store, SCHEMA, model_config_from_conf(TINY_MODEL_CONF), "segmentation"))
+    for echo in ("x", 0, 1.5, True):
+        request = {"image": str(image), "label": str(image), "echo": echo, "structure": "femur",
+                   "foreground": [[1, 1, 1]]}
+        with pytest.raises(RequestError) as error:
+            task(request)
+        assert error.value.status_code == 400 and "'echo'" in error.value.detail
+
+
+def test_the_reach_of_a_click_stays_within_the_region_the_client_sends():
+    """The client sends only the labels within REACH_MM of the newest click; a server trained to reach
+    farther had its network's block cut there without a word."""
+    from KneeAILib.refinement import REACH_MM
+    from lib.configs.knee_refinement import click_config_from_conf
+
+    assert click_config_from_conf({"refinement_reach_mm": str(REACH_MM)}).radius_mm == REACH_MM
+    with pytest.raises(ValueError, match=f"refinement_reach_mm: expected 1-{REACH_MM:g}"):
+        click_config_from_conf({"refinement_reach_mm": str(REACH_MM + 1)})
 
 
 # -- ids ------------------------------------------------------------------------------------------------------

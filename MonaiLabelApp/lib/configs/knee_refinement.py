@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from KneeAILib.refinement import REACH_MM
+
 from lib.interactive.network import ClickNetConfig
 
 REFINEMENT = "knee_refinement"
@@ -24,8 +26,9 @@ def refinement_model_dir(app_dir: str, conf: dict) -> str:
 def click_config_from_conf(conf: dict) -> ClickNetConfig:
     """``refinement_filters`` (16), ``refinement_patch`` ('z,y,x' voxels, 32,96,96) and
     ``refinement_reach_mm`` (how far from a click the network may change voxels; the cost of an
-    update grows with its cube, so a CPU-only server may want less). They apply to networks this
-    server trains; a network keeps the settings it was validated with."""
+    update grows with its cube, so a CPU-only server may want less; at most the region the client sends
+    around a click, KneeAILib.refinement.REACH_MM: a farther reach would be cut off there without a
+    word). They apply to networks this server trains; a network keeps the settings it was validated with."""
     defaults = ClickNetConfig()
     values = {}
     if "refinement_filters" in conf:
@@ -37,7 +40,8 @@ def click_config_from_conf(conf: dict) -> ClickNetConfig:
         values["patch"] = tuple(parts)
     if "refinement_reach_mm" in conf:
         reach = float(conf["refinement_reach_mm"])
-        if not 1.0 <= reach <= 100.0:
-            raise ValueError(f"--conf refinement_reach_mm: expected 1-100 (mm), got {conf['refinement_reach_mm']!r}")
+        if not 1.0 <= reach <= REACH_MM:
+            raise ValueError(f"--conf refinement_reach_mm: expected 1-{REACH_MM:g} (mm; the client sends the "
+                             f"region within {REACH_MM:g} mm of a click), got {conf['refinement_reach_mm']!r}")
         values["radius_mm"] = reach
     return ClickNetConfig(**{**defaults.to_dict(), **values})

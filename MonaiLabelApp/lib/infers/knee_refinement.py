@@ -22,10 +22,10 @@ import numpy as np
 import SimpleITK as sitk
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from lib.infers.knee_segmentation import pick_device
+from lib.infers.knee_segmentation import pick_device, weights_on_disk
 from lib.interactive.network import click_network_from_state
 from lib.interactive.refine import Refiner, network_refiner, walker_refiner
-from lib.interactive.request import RequestError, parse_click_request, roi_labels
+from lib.interactive.request import RequestError, checked_echo, parse_click_request, roi_labels
 from lib.interactive.scribbles import refine_with_scribbles
 from lib.model_store import ModelStore
 from lib.transforms.image_io import InputError, read_volume, same_geometry, write_atomically
@@ -74,7 +74,7 @@ class _OneStructureTask(InferTask):
         if not request.get("label"):
             raise RequestError("Send the current label map as the 'label' file (the whole map or its roi block)", 422)
         try:
-            image, array = self.cache.get(request["image"], int(request.get("echo", 1)))
+            image, array = self.cache.get(request["image"], checked_echo(request))
             label = read_volume(request["label"])
         except InputError as e:
             raise RequestError(str(e), 422) from e
@@ -124,7 +124,7 @@ class KneeRefinement(_OneStructureTask):
     def __init__(self, store: ModelStore, schema, cache: ImageCache, description: str):
         super().__init__(schema, description, cache)
         self.store = store
-        self._loaded: tuple[str, str, Refiner] | None = None
+        self._loaded: tuple[tuple, Refiner] | None = None  # (what was loaded on which device, its refiner)
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
@@ -133,16 +133,18 @@ class KneeRefinement(_OneStructureTask):
         return info
 
     def refiner(self, device) -> Refiner:
-        """The promoted click network, or the random walker."""
+        """The promoted click network, or the random walker; reloaded when another version is promoted
+        or the promoted version's weights are saved again (training does so at each better epoch)."""
         with self._lock:
             promoted = self.store.promoted()
             if not promoted:
                 return walker_refiner()
-            if not self._loaded or self._loaded[:2] != (promoted["version"], str(device)):
-                version, state = self.store.load_promoted()
-                config, network = click_network_from_state(state)
-                self._loaded = (version, str(device), network_refiner(f"click_network {version}", network, config, device))
-            return self._loaded[2]
+            version = promoted["version"]
+            key = (version, weights_on_disk(self.store, version), str(device))
+            if not self._loaded or self._loaded[0] != key:
+                config, network = click_network_from_state(self.store.load_version(version))
+                self._loaded = (key, network_refiner(f"click_network {version}", network, config, device))
+            return self._loaded[1]
 
     def __call__(self, request) -> tuple[str, dict]:
         t0 = time.perf_counter()

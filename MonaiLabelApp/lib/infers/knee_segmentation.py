@@ -12,6 +12,7 @@ import torch
 from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+from lib.interactive.request import checked_echo
 from lib.model_store import ModelStore
 from lib.networks import KneeModelConfig, KneeNetworks
 from lib.segmenter import KneeSegmenter
@@ -30,6 +31,14 @@ def pick_device(requested: str | None) -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def weights_on_disk(store: ModelStore, version: str) -> tuple[int, int, int]:
+    """What tells one saving of ``version``'s weights from the next: training saves a better epoch
+    under the same version name. Each save is a new file renamed over the old one, so its inode
+    differs from the file it replaces even where modification times are coarse."""
+    stat = store.model_path(version).stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 class KneeSegmentation(InferTask):
     def __init__(self, store: ModelStore, schema, config: KneeModelConfig, description: str):
         super().__init__(
@@ -42,7 +51,7 @@ class KneeSegmentation(InferTask):
         self.store = store
         self.schema = schema
         self.default_config = config
-        self._loaded: tuple[str, str, KneeSegmenter] | None = None  # (version, device, segmenter)
+        self._loaded: tuple[tuple, KneeSegmenter] | None = None  # (what was loaded on which device, segmenter)
         self._lock = threading.Lock()
 
     def is_valid(self) -> bool:
@@ -54,18 +63,21 @@ class KneeSegmentation(InferTask):
         return info
 
     def segmenter(self, device: torch.device) -> tuple[str, KneeSegmenter]:
-        """The segmenter of the promoted model version, reloaded when a new version is promoted."""
+        """The segmenter of the promoted model version, reloaded when another version is promoted or the
+        promoted version's weights are saved again (training does so at each better epoch)."""
         with self._lock:
             promoted = self.store.promoted()
             version = promoted["version"] if promoted else UNTRAINED
-            if self._loaded and self._loaded[:2] == (version, str(device)):
-                return version, self._loaded[2]
-            loaded = self.store.load_promoted() if promoted else None
-            networks = KneeNetworks.from_state(loaded[1]) if loaded else KneeNetworks.create(self.default_config)
-            if not loaded:
+            key = (version, weights_on_disk(self.store, version) if promoted else None, str(device))
+            if self._loaded and self._loaded[0] == key:
+                return version, self._loaded[1]
+            if promoted:
+                networks = KneeNetworks.from_state(self.store.load_version(version))
+            else:
                 logger.warning("No trained knee model yet: running an untrained network (train one first)")
+                networks = KneeNetworks.create(self.default_config)
             segmenter = KneeSegmenter(networks, self.schema, device)
-            self._loaded = (version, str(device), segmenter)
+            self._loaded = (key, segmenter)
             return version, segmenter
 
     def __call__(self, request) -> tuple[str, dict]:
@@ -73,7 +85,7 @@ class KneeSegmentation(InferTask):
         if extension not in RESULT_SUFFIXES:
             raise HTTPException(400, f"result_extension must be one of {RESULT_SUFFIXES}, not {extension!r}")
         try:
-            image = read_volume(request["image"], echo=int(request.get("echo", 1)))
+            image = read_volume(request["image"], echo=checked_echo(request))
         except InputError as e:
             raise HTTPException(status_code=422, detail=str(e)) from e
         device = pick_device(request.get("device"))

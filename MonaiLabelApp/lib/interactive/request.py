@@ -2,13 +2,17 @@
 
 Params (JSON): ``structure`` (a schema structure key), ``foreground`` / ``background`` (voxel indices
 [i, j, k] of the IMAGE), ``roi`` ([[i0, j0, k0], [i1, j1, k1]], lower inclusive, upper exclusive; the
-whole image when absent), ``locked`` (structure keys that must not change), ``last`` (the newest click, [i, j, k]: the update
-acts near it only; default: near every click). The current label map
-comes as the uploaded ``label`` file: either the whole image's grid or just the ROI block.
+whole image when absent), ``locked`` (structure keys that must not change), ``last`` (the newest click,
+[i, j, k]: the update acts near it only; default: near every click), ``echo`` (which echo of a
+multi-echo image, from 1 in order of echo time; default 1). The current label map comes as the
+uploaded ``label`` file: either the whole image's grid or just the ROI block.
+A voxel index is a whole number or a finite decimal (rounded): MONAI Label reads the params with
+``json.loads``, which also accepts NaN and Infinity, and Python counts true/false as numbers.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,15 +45,34 @@ class ClickRequest:
         return [(p[0] - lo[0], p[1] - lo[1], p[2] - lo[2]) for p in points]
 
 
+def _voxel_index(value) -> int | None:
+    """``value`` as a voxel index; None when it is no number (true/false, NaN, Infinity, text...)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return int(round(value))
+    return None
+
+
+def _ijk(value) -> tuple[int, int, int] | None:
+    """``value`` as [i, j, k] voxel indices; None when it is not three of them."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 3):
+        return None
+    ijk = tuple(_voxel_index(c) for c in value)
+    return None if None in ijk else ijk
+
+
 def _points(request: dict, name: str, size_ijk) -> list[tuple[int, int, int]]:
     raw = request.get(name) or []
     if not isinstance(raw, list):
         raise RequestError(f"'{name}' must be a list of [i, j, k] voxel indices, got {raw!r}", 400)
     points = []
     for n, p in enumerate(raw):
-        if not (isinstance(p, (list, tuple)) and len(p) == 3 and all(isinstance(c, (int, float)) for c in p)):
-            raise RequestError(f"'{name}'[{n}] must be [i, j, k] voxel indices, got {p!r}", 400)
-        ijk = tuple(int(round(c)) for c in p)
+        ijk = _ijk(p)
+        if ijk is None:
+            raise RequestError(f"'{name}'[{n}] must be [i, j, k] voxel indices (finite numbers), got {p!r}", 400)
         if any(c < 0 or c >= s for c, s in zip(ijk, size_ijk)):
             raise RequestError(f"Click '{name}'[{n}] at voxel {list(ijk)} is outside the image (size "
                                f"{list(size_ijk)}); clicks are image voxel indices [i, j, k]", 422)
@@ -60,10 +83,12 @@ def _points(request: dict, name: str, size_ijk) -> list[tuple[int, int, int]]:
 def parse_click_request(request: dict, schema, size_ijk, need_clicks: bool = True) -> ClickRequest:
     structures = schema.by_key
     key = request.get("structure")
+    if not isinstance(key, str):
+        raise RequestError(f"'structure' must be a structure key (text): one of {sorted(structures)}, got {key!r}", 400)
     if key not in structures:
         raise RequestError(f"Unknown structure {key!r}: one of {sorted(structures)}", 400)
     locked = request.get("locked") or []
-    if not isinstance(locked, list) or any(k not in structures for k in locked):
+    if not isinstance(locked, list) or any(not isinstance(k, str) or k not in structures for k in locked):
         raise RequestError(f"'locked' must list structure keys of the schema, got {locked!r}", 400)
     if key in locked:
         raise RequestError(f"Structure {key!r} is locked: unlock it before refining it", 409)
@@ -78,18 +103,33 @@ def parse_click_request(request: dict, schema, size_ijk, need_clicks: bool = Tru
     if roi is None:
         lo, hi = (0, 0, 0), tuple(int(s) for s in size_ijk)
     else:
-        try:
-            lo, hi = (tuple(int(c) for c in roi[0]), tuple(int(c) for c in roi[1]))
-            assert len(lo) == 3 and len(hi) == 3
-        except (TypeError, ValueError, IndexError, AssertionError):
-            raise RequestError(f"'roi' must be [[i0, j0, k0], [i1, j1, k1]], got {roi!r}", 400) from None
+        corners = [_ijk(c) for c in roi] if isinstance(roi, (list, tuple)) and len(roi) == 2 else [None]
+        if None in corners:
+            raise RequestError(f"'roi' must be [[i0, j0, k0], [i1, j1, k1]] voxel indices, got {roi!r}", 400)
+        lo, hi = corners
         if any(a < 0 or b > s or b <= a for a, b, s in zip(lo, hi, size_ijk)):
-            raise RequestError(f"'roi' {[list(lo), list(hi)]} is empty or outside the image (size {list(size_ijk)})", 422)
+            raise RequestError(f"'roi' {[list(lo), list(hi)]} is empty or outside the image "
+                               f"(size {list(size_ijk)})", 422)
     for name, points in (("foreground", foreground), ("background", background)):
         for p in points:
             if any(c < a or c >= b for c, a, b in zip(p, lo, hi)):
                 raise RequestError(f"Click '{name}' at voxel {list(p)} is outside the roi {[list(lo), list(hi)]}", 422)
     return ClickRequest(key, structures[key].value, foreground, background, (lo, hi), list(locked), focus)
+
+
+def checked_echo(request: dict) -> int:
+    """The request's ``echo`` (1 when absent): a whole number from 1, or text of one (a form field)."""
+    echo = request.get("echo")
+    if echo is None:
+        return 1
+    if isinstance(echo, str) and echo.strip().isdigit():
+        echo = int(echo)
+    if isinstance(echo, float) and echo.is_integer():
+        echo = int(echo)
+    if isinstance(echo, bool) or not isinstance(echo, int) or echo < 1:
+        raise RequestError(f"'echo' must be a whole number from 1 (the echo of a multi-echo image, in order of "
+                           f"echo time), got {request.get('echo')!r}", 400)
+    return echo
 
 
 def roi_labels(label_array: np.ndarray, request: ClickRequest, size_ijk) -> np.ndarray:
