@@ -24,7 +24,6 @@ from KneeAILib import annotator, measurements_mrml, mrml_adapter
 from KneeAILib.client import KneeAIClient
 from KneeAILib.jobs import JobRunner
 from KneeAILib.measurements.outputs import case_folder, measure_and_write
-from KneeAILib.mrml_adapter import IMAGE_ID_ATTRIBUTE
 from KneeAILib.refinement_mrml import SceneRefinement
 from KneeAILib.schema import KneeSchema
 from KneeAILib.session import AnnotationSession, State
@@ -109,16 +108,17 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(message, waitCursor=True):
             action()
 
-    def _keepsEdits(self):
-        """True when there are unsubmitted edits and the user wants to keep them."""
-        return self.logic.session.state is State.EDITED and not slicer.util.confirmYesNoDisplay(
+    def _keepsEdits(self, leavesCase=True):
+        """True when the action leaves a case with unsubmitted edits and the user wants to keep them."""
+        return leavesCase and self.logic.session.state is State.EDITED and not slicer.util.confirmYesNoDisplay(
             _("The current case has edits that are not submitted. Discard them?"))
 
     def onConnect(self):
         url = self.ui.serverUrlLineEdit.text.strip()
         qt.QSettings().setValue(SETTINGS + "serverUrl", url)
-        self._run(_("Cannot connect to the server."),
-                  lambda: self.logic.connect(url, qt.QSettings().value(SETTINGS + "token") or None))
+        token, otherServer = qt.QSettings().value(SETTINGS + "token") or None, url != self.logic.session.server_url
+        self._run(_("Cannot connect to the server."),  # reconnecting to the same server keeps the case open
+                  lambda: self._keepsEdits(otherServer) or self.logic.connect(url, token))
 
     def onNextCase(self):
         self._run(_("Cannot load the next case."),
@@ -129,7 +129,7 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _segment(self):
         volume, url = self._parameterNode.inputVolume, self.logic.client.server_url
-        if volume and volume.GetAttribute(IMAGE_ID_ATTRIBUTE) is None and not self.logic.consent.has_consent(url):
+        if volume and mrml_adapter.case_image_id(volume, url) is None and not self.logic.consent.has_consent(url):
             if not slicer.util.confirmYesNoDisplay(_("Send this image to {url}? Only its voxels and geometry are "
                                                      "sent: no DICOM header, names or ids.").format(url=url)):
                 return
@@ -207,12 +207,13 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
         self.session, self.runner, self.client = AnnotationSession(), JobRunner(), None
         self.caseImage = None  # the case as the server has it: a submitted label takes exactly its grid
         self.training = self.shownVolume = self._trainingPoll = self.refinement = None
-        self._editWatcher = mrml_adapter.EditWatcher(self._edited)  # edits of the case's segmentation
+        self._editWatcher = mrml_adapter.EditWatcher(  # every edit of the case's segmentation counts; the first shows
+            lambda: self.session.can("edited") and self.session.edited() and self.changed())
 
     def _start(self, kind, fn, *args, on_done):
         def finished(result):
             self.session.end_job()
-            self.changed(on_done(result))  # on_done may return a message for the status line
+            self.changed(on_done(result))  # on_done may return a message; if it raises, failed() reports it
 
         def failed(error):
             self.session.end_job()
@@ -222,84 +223,83 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
         self.changed()
 
     def connect(self, url, token=None):
-        client = KneeAIClient(url, token=token)
+        client, editsSeen = KneeAIClient(url, token=token), self.session.edits
 
         def connected(result):
             info, schema = result  # only now: a failed connection leaves the previous server in use
+            self.session.connect(url, str(info.get("model_version")), discard_edits=True, edits_seen=editsSeen)
             self.client, self.schema = client, schema  # the server's schema decides the values
-            self.session.connect(url, str(info.get("model_version")))
 
         self._start(_("connect"), annotator.fetch_server_info, client, on_done=connected)
 
     def nextCase(self, parameterNode):
+        editsSeen = self.session.edits  # the Widget asked before starting; later edits are kept
+
         def loaded(case):
             if case is None:
                 return _("No case left to label.")
-            self.session.load_case(case.image_id, discard_edits=True)  # the Widget asked before starting
+            self.session.load_case(case.image_id, discard_edits=True, edits_seen=editsSeen)
             self.caseImage, self.refinement = case.image, None  # points refine a proposal of this case
             self._editWatcher.watch(None)  # the previous case's segmentation is not this case's
             parameterNode.segmentation = None
             volume = mrml_adapter.volume_node_from_pixels(slicer.mrmlScene, case.image, case.image_id)
-            volume.SetAttribute(IMAGE_ID_ATTRIBUTE, case.image_id)
+            mrml_adapter.tag_case(volume, case.image_id, self.client.server_url)
             parameterNode.inputVolume = self.shownVolume = volume
 
         self._start(_("next case"), annotator.fetch_case, self.client, parameterNode.strategy, on_done=loaded)
 
     def segment(self, parameterNode):
-        volume = parameterNode.inputVolume
+        volume, url, editsSeen = parameterNode.inputVolume, self.client.server_url, self.session.edits
         image = mrml_adapter.pixels_from_volume_node(volume)  # read here, on the main thread
 
         def proposed(result):
-            imageId, proposal = result
+            imageId, proposal = result  # the session first: edits made while the server worked stop it here
             if imageId != self.session.image_id:
-                self.session.load_case(imageId, discard_edits=True)
-            volume.SetAttribute(IMAGE_ID_ATTRIBUTE, imageId)
+                self.session.load_case(imageId, discard_edits=True, edits_seen=editsSeen)
+            self.session.segmented(proposal.model_version, discard_edits=True, edits_seen=editsSeen)
+            mrml_adapter.tag_case(volume, imageId, url)
             self.caseImage = image
             with self._editWatcher.paused():  # filling it with the proposal is not an edit
                 node = mrml_adapter.segmentation_from_labels(slicer.mrmlScene, proposal.labels, self.schema, volume,
                                                              node=parameterNode.segmentation)
             node.SetName(f"{imageId} segmentation")
-            node.SetAttribute(IMAGE_ID_ATTRIBUTE, imageId)  # submit refuses it for any other case
+            mrml_adapter.tag_case(node, imageId, url)  # submit refuses it for any other case
             parameterNode.segmentation = node
             self.refinement = SceneRefinement(imageId, node, volume, self.schema,
                                               on_click_error=lambda message: self.changed(message, True))
-            self.session.segmented(proposal.model_version, discard_edits=True)
             self._editWatcher.watch(node)  # any change of its voxels makes the session EDITED
 
-        self._start(_("segment"), annotator.upload_and_propose, self.client, volume.GetAttribute(IMAGE_ID_ATTRIBUTE),
+        self._start(_("segment"), annotator.upload_and_propose, self.client, mrml_adapter.case_image_id(volume, url),
                     image, self.consent, self.schema, on_done=proposed)
-
-    def _edited(self):
-        if self.session.can("edited") and self.session.state is not State.EDITED:
-            self.session.edited()
-            self.changed()
 
     def submit(self, parameterNode):
         if parameterNode.segmentation is None or parameterNode.inputVolume is None:
             raise ValueError(_("Choose the volume and the segmentation to submit."))
-        mrml_adapter.require_nodes_of_case(self.session.image_id, parameterNode.segmentation, parameterNode.inputVolume)
+        mrml_adapter.require_nodes_of_case(self.session.image_id, self.client.server_url, parameterNode.segmentation,
+                                           parameterNode.inputVolume)
         export = mrml_adapter.require_known_segments(
             mrml_adapter.labels_from_segmentation(parameterNode.segmentation, parameterNode.inputVolume, self.schema))
+        editsSeen = self.session.edits  # the label holds these edits; any later one still needs a submit
         self._start(_("submit"), annotator.submit_labels, self.client, self.session.image_id, export.labels,
-                    self.caseImage, self.schema, on_done=lambda result: self.session.submitted())
+                    self.caseImage, self.schema, on_done=lambda result: None if self.session.submitted(editsSeen) else
+                    _("Submitted, but the edits made during the upload are not on the server yet: submit again."))
 
     def measure(self, parameterNode, folder):
-        """Thickness maps on the 3D bones, the regional table node, and every file of the report in ``folder``;
-        with a second visit's segmentation also the change per subregion and on the bones."""
-        if parameterNode.segmentation is None or parameterNode.inputVolume is None:
+        """Thickness maps on the bones, regional table and report in ``folder`` (second visit: the change too)."""
+        segmentation, volume = parameterNode.segmentation, parameterNode.inputVolume  # the models follow its transform
+        if segmentation is None or volume is None:
             raise ValueError(_("Choose the volume and the segmentation to measure."))
-        labels = measurements_mrml.label_map_from_segmentation(parameterNode.segmentation, parameterNode.inputVolume,
-                                                               self.schema)  # MRML is read here, on the main thread
+        labels = measurements_mrml.label_map_from_segmentation(segmentation, volume, self.schema)  # on the main thread
         second = (measurements_mrml.label_map_of_segmentation(parameterNode.secondVisit, self.schema)
                   if parameterNode.secondVisit else None)
 
         def measured(result):
             measurement, comparison, written = result
-            measurements_mrml.show_measurements(slicer.mrmlScene, measurement, comparison)
+            measurements_mrml.show_measurements(slicer.mrmlScene, measurement, comparison, volume)
             return "\n".join([_("{side} knee measured; report: {path}").format(
                 side=measurement.frame.side, path=written["html"])] + measurement.warnings)
 
-        folder = case_folder(folder, parameterNode.segmentation.GetName())  # one report folder per knee
+        folder = case_folder(folder, segmentation.GetName())  # one report folder per knee
         self._start(_("measure"), lambda: measure_and_write(labels, folder, second_visit=second), on_done=measured)
 
     def _refinement(self):

@@ -2,12 +2,14 @@
 
 ``ServerPool.start(studies, model_dir, conf)`` launches ``monailabel start_server`` with the KneeAI
 app on a free 127.0.0.1 port, waits for ``/info`` and returns its URL; ``stop_all`` stops them (the
-``server_pool`` fixture does, at the end of the session). Tests use a tiny model configuration (``TINY_MODEL_CONF``) so that training and
-inference fit the CI time on 2 CPU cores; the pipeline and its code are the production ones.
+``server_pool`` fixture does, at the end of the session). Tests use a tiny model configuration
+(``TINY_MODEL_CONF``) so that training and inference fit the CI time on 2 CPU cores; the pipeline and
+its code are the production ones. ``kneeai_logic_class`` gives KneeAI.py's Logic for tests on slicer-core.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -27,6 +29,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 DESS_ECHO1 = SHARED_DATA / "mri" / "dess_3t_echo1.nii.gz"
 DESS_ECHO2 = SHARED_DATA / "mri" / "dess_3t_echo2.nii.gz"
 MESE_DICOM = SHARED_DATA / "mri" / "mese_t2_dicom"
+KNEEAI_PY = ROOT / "KneeAI" / "KneeAI.py"
 STOCK_CLIENT = Path(sys.prefix) / "monailabel" / "plugins" / "slicer" / "MONAILabel" / "MONAILabelLib" / "client.py"
 
 for path in (APP_DIR, ROOT / "KneeAI"):
@@ -64,6 +67,40 @@ def linear_transform_node(scene, matrix: np.ndarray):
             m.SetElement(r, c, matrix[r, c])
     node.SetMatrixTransformToParent(m)
     return node
+
+
+# KneeAI.py's imports that only the Slicer application has (qt, the module base classes, translation).
+SLICER_APP_ONLY = ("qt", "slicer.i18n", "slicer.parameterNodeWrapper", "slicer.ScriptedLoadableModule", "slicer.util")
+
+
+def class_from_kneeai_py(class_name: str, app_names: dict, bases: list[str] | None = None) -> type:
+    """One class of KneeAI.py compiled from its source, with KneeAI.py's own imports (KneeAILib, numpy,
+    vtk, slicer-core) and ``app_names`` standing in for what only the Slicer application has. KneeAI.py
+    itself cannot be imported without that application; its classes' bodies are what Slicer runs."""
+    tree = ast.parse(KNEEAI_PY.read_text())
+    imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+               and not any((alias.name if isinstance(node, ast.Import) else node.module).startswith(SLICER_APP_ONLY)
+                           for alias in node.names)]
+    cls = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == class_name)
+    if bases is not None:
+        cls.bases = [ast.Name(base, ast.Load()) for base in bases]
+    names = dict(app_names)
+    exec(compile(ast.fix_missing_locations(ast.Module([*imports, cls], [])), str(KNEEAI_PY), "exec"), names)
+    return names[class_name]
+
+
+class _ScriptedLoadableModuleLogic:
+    """Stands in for Slicer's ScriptedLoadableModuleLogic (the application's, not in slicer-core): the
+    Logic calls only its ``__init__``."""
+
+    def __init__(self):
+        pass
+
+
+def kneeai_logic_class() -> type:
+    """KneeAI.py's KneeAILogic, runnable on slicer-core (its messages untranslated)."""
+    return class_from_kneeai_py("KneeAILogic", {"ScriptedLoadableModuleLogic": _ScriptedLoadableModuleLogic,
+                                                "_": lambda text: text})
 
 
 def require(path: Path) -> Path:

@@ -5,7 +5,9 @@ the user: ``ServerUnreachable`` (no answer: wrong URL, server down, network, tim
 (the server answered 4xx/5xx; carries its status code and its ``detail``), ``BadResponse`` (the server
 answered 2xx with something this client cannot use). Only idempotent GETs are retried, with backoff.
 Files from the server are written under names this client chooses (never the server's), to a
-temporary name first and renamed, so a failed download leaves nothing half-written.
+temporary name first and renamed, so a failed download leaves nothing half-written; by default into a
+folder of this client's own (private, made on the first download), never a fixed name in the shared
+temporary folder, where another user's folder or symlink could be waiting.
 Pure Python: requests + the standard library (and volume.py for uploads).
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3.exceptions
 
 from .atomic_files import write_bytes_atomically
 from .volume import PixelVolume, write_volume_atomically
@@ -74,10 +77,21 @@ class KneeAIClient:
             raise ValueError(f"Server URL must start with http:// or https://, got {server_url!r}")
         self.server_url = url
         self.token = token
-        self.download_dir = Path(download_dir) if download_dir else Path(tempfile.gettempdir()) / "kneeai"
+        self._download_dir = Path(download_dir) if download_dir else None
+        self._download_dir_lock = threading.Lock()
         self.connect_timeout = connect_timeout
         self.retries = retries
         self._local = threading.local()  # one requests.Session per thread: jobs run on worker threads
+
+    @property
+    def download_dir(self) -> Path:
+        """Where downloads go: the folder given, else one made for this client alone (mode 0700, readable
+        by nobody else: the files are patients' images), on first use so that clients that only ask
+        questions leave no empty folders behind."""
+        with self._download_dir_lock:  # jobs download on worker threads: one folder, not one each
+            if self._download_dir is None:
+                self._download_dir = Path(tempfile.mkdtemp(prefix="kneeai-"))
+            return self._download_dir
 
     @property
     def _http(self) -> requests.Session:
@@ -192,6 +206,10 @@ class KneeAIClient:
                 response = self._http.request(method, url, headers=headers, stream=True,
                                               timeout=(self.connect_timeout, read_timeout), **kwargs)
                 _read_body_by(response, deadline)
+            except _ReplyBroken as e:
+                if last:
+                    raise ServerUnreachable(f"The KneeAI server at {self.server_url} stopped sending its reply to "
+                                            f"{method} {path}: {e}") from e
             except requests.Timeout as e:
                 if last:
                     raise ServerUnreachable(
@@ -234,13 +252,29 @@ class KneeAIClient:
         return write_bytes_atomically(self.download_dir / f"{uuid.uuid4().hex[:8]}_{name}", content)
 
 
+class _ReplyBroken(requests.ConnectionError):
+    """The connection ended (or failed) while the reply's body was arriving, after its headers."""
+
+
 def _read_body_by(response: requests.Response, deadline: float) -> None:
     """Reads the whole reply before ``deadline`` (time.monotonic) or raises requests.Timeout. requests'
     read timeout bounds each read, not the reply: a server sending a byte now and then kept the client
-    waiting for ever. Stored where requests keeps a body it has read itself (``response.content``)."""
+    waiting for ever. Stored where requests keeps a body it has read itself (``response.content``).
+    urllib3's own errors are raised as requests' (as ``iter_content`` does), so that ``_request`` types
+    and retries them like any other: a stalled read as requests.Timeout, a cut connection as _ReplyBroken."""
     chunks = []
-    # read1: whatever one read from the socket brings (iter_content waits for a full chunk first)
-    while chunk := response.raw.read1(1 << 16, decode_content=True):
+    while True:
+        try:
+            # read1: whatever one read from the socket brings (iter_content waits for a full chunk first)
+            chunk = response.raw.read1(1 << 16, decode_content=True)
+        except urllib3.exceptions.ReadTimeoutError as e:
+            response.close()
+            raise requests.Timeout(f"the reply stopped arriving ({sum(map(len, chunks))} bytes read): {e}") from e
+        except urllib3.exceptions.HTTPError as e:  # ProtocolError (connection cut, IncompleteRead), DecodeError, ...
+            response.close()
+            raise _ReplyBroken(f"{sum(map(len, chunks))} bytes arrived, then: {e.args[0] if e.args else e}") from e
+        if not chunk:
+            break
         chunks.append(chunk)
         if time.monotonic() > deadline:
             response.close()

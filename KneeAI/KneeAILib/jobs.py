@@ -84,7 +84,12 @@ class JobRunner:
                 if job.on_error:
                     job.on_error(error)
             elif job.on_done:
-                job.on_done(job.future.result())
+                try:
+                    job.on_done(job.future.result())
+                except Exception as error:  # a result that cannot be applied fails its job, reported as such
+                    if job.on_error is None:
+                        raise
+                    job.on_error(error)
             delivered.append(job)
         return delivered
 

@@ -3,6 +3,8 @@ node of the regional values. The only measurements file that imports Slicer/VTK;
 is computed by the pure ``KneeAILib.measurements`` package.
 
 Meshes there are in patient LPS millimetres; MRML models are in RAS, so x and y are negated here.
+Those millimetres are the measured volume's LOCAL frame (its voxels and geometry, as the server stores
+them), so the models go under the volume's transform, as its segmentation does, to sit on the knee.
 """
 
 from __future__ import annotations
@@ -73,11 +75,12 @@ def thickness_color_node(scene, name: str = "KneeAI cartilage thickness") -> "sl
 
 def show_plate_thickness(scene, plate: PlateResult, name: str | None = None,
                          value_range: tuple[float, float] = THICKNESS_RANGE_MM,
-                         change: np.ndarray | None = None) -> "slicer.vtkMRMLModelNode":
+                         change: np.ndarray | None = None, volume_node=None) -> "slicer.vtkMRMLModelNode":
     """A model node of the bone surface under one plate, coloured by thickness (mm), with a colour bar
     (replacing an earlier one of the same name). ``change``: the two-visit thickness change (mm) per
     vertex, added as the point array "thickness_change_mm" (NaN where the visits do not match) to
-    colour by in the Models module."""
+    colour by in the Models module. ``volume_node``: the volume measured; the model observes its
+    transform (None: the model is placed in world coordinates as it is)."""
     t = plate.thickness
     poly = vtk.vtkPolyData()
     points = vtk.vtkPoints()
@@ -102,6 +105,8 @@ def show_plate_thickness(scene, plate: PlateResult, name: str | None = None,
     _remove_earlier(scene, name)
     model = scene.AddNewNodeByClass("vtkMRMLModelNode", name)
     model.SetAndObservePolyData(poly)
+    if volume_node is not None:
+        model.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
     display = scene.AddNewNodeByClass("vtkMRMLModelDisplayNode")
     model.SetAndObserveDisplayNodeID(display.GetID())
     display.SetActiveScalarName("thickness_mm")
@@ -147,12 +152,14 @@ def _table(scene, rows: list[dict], columns: list[str], name: str) -> "slicer.vt
 
 
 def show_measurements(scene, m: KneeMeasurement, comparison: VisitComparison | None = None,
-                      ) -> tuple[list, "slicer.vtkMRMLTableNode"]:
+                      volume_node=None) -> tuple[list, "slicer.vtkMRMLTableNode"]:
     """Every plate's thickness model plus the regional table; returns (model nodes, table node). With a
     second visit's ``comparison`` the models also carry the change map and a table node "KneeAI thickness
-    change" holds the change per structure and subregion."""
+    change" holds the change per structure and subregion. ``volume_node``: the (first visit's) volume
+    that was measured, whose transform the models follow."""
     changes = comparison.change_maps if comparison is not None else {}
-    models = [show_plate_thickness(scene, plate, f"{name} thickness", change=changes.get(name))
+    models = [show_plate_thickness(scene, plate, f"{name} thickness", change=changes.get(name),
+                                   volume_node=volume_node)
               for name, plate in m.plates.items()]
     if comparison is not None:
         _table(scene, comparison.rows, CHANGE_COLUMNS, "KneeAI thickness change")

@@ -3,10 +3,12 @@
 - ``volume_node_from_pixels``: a server image (LPS geometry) -> scalar volume node (RAS IJK->RAS).
 - ``segmentation_from_labels``: a schema label map -> segmentation node, one segment per schema
   structure (empty ones too, ready to paint) with the schema's name, colour, terminology entry and a
-  ``KneeAI.LabelValue`` tag that survives renaming.
+  ``KneeAI.LabelValue`` tag that keeps its meaning under a free name ("Femur (edited)").
 - ``labels_from_segmentation``: the (edited) segmentation -> label map with the schema's values in the
-  reference volume's exact geometry; segments the schema does not know are listed, never dropped
-  silently.
+  reference volume's exact geometry, each segment's value by ``terminology.segment_schema_value``
+  (renamed to another structure's name, a segment stands for that structure); segments the schema
+  does not know, segments sharing voxels and segments standing for one structure are listed, never
+  dropped or merged silently.
 - ``world_points_to_ijk``: markups control points in WORLD coordinates -> voxel indices, correct when
   the volume or the markups sit under transforms.
 Runs inside Slicer and on slicer-core (tests). Only the main thread may call these functions.
@@ -24,12 +26,15 @@ import vtk
 from vtk.util import numpy_support
 
 from .schema import Group, KneeSchema, SchemaError, Structure
-from .terminology import LABEL_VALUE_TAG, item_color, schema_items, segment_id, terminology_entry
+from .terminology import (LABEL_VALUE_TAG, item_color, schema_items, segment_id, segment_schema_value,
+                          terminology_entry)
 from .volume import PixelVolume
 
 Logic = slicer.vtkSlicerSegmentationsModuleLogic
-# Set on volumes that came from (or went to) the server, and on segmentations proposed for a server image.
+# Set on volumes that came from (or went to) the server, and on segmentations proposed for a server image:
+# the image id, and the server it belongs to (an id means nothing to another server).
 IMAGE_ID_ATTRIBUTE = "KneeAI.ImageId"
+SERVER_ATTRIBUTE = "KneeAI.Server"
 
 
 class UnknownSegmentsError(SchemaError):
@@ -50,6 +55,9 @@ class LabelExport:
     # Segments sharing voxels (possible when the Segment Editor allows overlap): name -> shared voxels.
     # A label map holds one value per voxel, so there the segment later in the list won.
     overlapping_segments: dict[str, int] = field(default_factory=dict)
+    # Structures that more than one segment with voxels stands for (e.g. one of two swapped menisci
+    # renamed, the other not yet): structure name -> those segments' names. Their voxels were merged.
+    shared_structures: dict[str, list[str]] = field(default_factory=dict)
 
 
 def ensure_segmentation_converters() -> None:
@@ -150,20 +158,11 @@ def _describe_segment(segment, schema: KneeSchema, item: Structure | Group) -> N
 
 
 def schema_value_of_segment(segment, schema: KneeSchema) -> int | None:
-    """Which schema value a segment stands for: our tag first (survives renaming), then its name."""
+    """Which schema value a segment stands for: its name when that is a structure's, else our tag
+    (``terminology.segment_schema_value``, the rule .seg.nrrd files are read by too)."""
     tag = vtk.reference("")
-    if segment.GetTag(LABEL_VALUE_TAG, tag):
-        try:
-            value = int(str(tag))
-        except ValueError:
-            value = None
-        if value in schema.allowed_values() - {0}:
-            return value
-    wanted = segment.GetName().strip().lower()
-    for item in schema_items(schema):
-        if wanted in (item.name.lower(), item.key.lower()):
-            return item.value
-    return None
+    return segment_schema_value(segment.GetName(), str(tag) if segment.GetTag(LABEL_VALUE_TAG, tag) else None,
+                                schema)
 
 
 # -- segmentation -> label map -------------------------------------------------------------------
@@ -172,7 +171,8 @@ def labels_from_segmentation(segmentation_node, reference_volume_node, schema: K
 
     Slicer's export numbers segments 1..n in the order given, so each number is mapped back to the
     schema value of its segment. Voxels of segments the schema does not know are not written and are
-    listed in ``unknown_segments`` (name -> voxel count)."""
+    listed in ``unknown_segments`` (name -> voxel count); segments with voxels that stand for the same
+    structure are written with its value and listed in ``shared_structures``."""
     segmentation = segmentation_node.GetSegmentation()
     ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
     values = [schema_value_of_segment(segmentation.GetSegment(sid), schema) for sid in ids]
@@ -191,15 +191,22 @@ def labels_from_segmentation(segmentation_node, reference_volume_node, schema: K
     if exported.shape != reference.array.shape:
         raise RuntimeError(f"Exported label map {exported.shape} does not match the volume {reference.array.shape}")
     lookup = np.zeros(len(ids) + 1, dtype=np.uint8)
+    voxels = np.bincount(exported.ravel(), minlength=len(ids) + 1)  # per export number
     unknown: dict[str, int] = {}
+    holders: dict[int, list[str]] = {}  # schema value -> names of the segments with voxels standing for it
     for number, (sid, value) in enumerate(zip(ids, values), start=1):
+        name = segmentation.GetSegment(sid).GetName()
         if value is None:
-            unknown[segmentation.GetSegment(sid).GetName()] = int(np.count_nonzero(exported == number))
+            unknown[name] = int(voxels[number])
         else:
             lookup[number] = value
+            if voxels[number]:
+                holders.setdefault(value, []).append(name)
     labels = reference.with_array(lookup[exported])
     known = {sid: v for sid, v in zip(ids, values) if v is not None}
-    return LabelExport(labels, known, unknown, _overlaps(segmentation_node, reference_volume_node))
+    names_of_values = {item.value: item.name for item in schema_items(schema)}
+    shared = {names_of_values[value]: names for value, names in holders.items() if len(names) > 1}
+    return LabelExport(labels, known, unknown, _overlaps(segmentation_node, reference_volume_node), shared)
 
 
 def _overlaps(segmentation_node, reference_volume_node) -> dict[str, int]:
@@ -239,26 +246,56 @@ class OverlappingSegmentsError(SchemaError):
                          f"'Modify other segments: Overwrite all') before submitting.")
 
 
+class SharedStructureError(SchemaError):
+    """Several segments with voxels stand for one structure: submitted, they would merge into it, and
+    a swap fixed by renaming only one of the two segments would go unnoticed."""
+
+    def __init__(self, shared: dict[str, list[str]]):
+        self.shared = {structure: list(names) for structure, names in shared.items()}
+        listing = "; ".join(f"{', '.join(repr(n) for n in names)} all stand for {structure}"
+                            for structure, names in self.shared.items())
+        super().__init__(f"Several segments stand for one structure: {listing}. Rename each segment to the "
+                         f"structure it shows (or merge them) before submitting.")
+
+
 def require_known_segments(export: LabelExport) -> LabelExport:
     """The export, or a typed error when a segment the schema does not know holds voxels
-    (UnknownSegmentsError) or segments share voxels (OverlappingSegmentsError)."""
+    (UnknownSegmentsError), segments share voxels (OverlappingSegmentsError) or segments with voxels
+    stand for one structure (SharedStructureError)."""
     with_voxels = {name: n for name, n in export.unknown_segments.items() if n > 0}
     if with_voxels:
         raise UnknownSegmentsError(with_voxels)
     if export.overlapping_segments:
         raise OverlappingSegmentsError(export.overlapping_segments)
+    if export.shared_structures:
+        raise SharedStructureError(export.shared_structures)
     return export
 
 
-def require_nodes_of_case(image_id: str | None, *nodes) -> None:
-    """ValueError when a node is tagged with another server image than ``image_id`` (the case being
-    labelled): submitting it would store one case's segmentation as another case's label. Untagged
-    nodes (made or loaded by the user) are the user's choice and pass."""
+def tag_case(node, image_id: str, server_url: str) -> None:
+    """Marks ``node`` as holding image ``image_id`` of the server at ``server_url``."""
+    node.SetAttribute(IMAGE_ID_ATTRIBUTE, image_id)
+    node.SetAttribute(SERVER_ATTRIBUTE, server_url)
+
+
+def case_image_id(node, server_url: str) -> str | None:
+    """The image id ``node`` holds on the server at ``server_url``; None when it holds none there (untagged,
+    or tagged by another server, whose image of that id is another knee: it must be uploaded)."""
+    if node.GetAttribute(SERVER_ATTRIBUTE) != server_url:
+        return None
+    return node.GetAttribute(IMAGE_ID_ATTRIBUTE)
+
+
+def require_nodes_of_case(image_id: str | None, server_url: str | None, *nodes) -> None:
+    """ValueError when a node is tagged with another server image than ``image_id`` of ``server_url`` (the
+    case being labelled): submitting it would store one case's segmentation as another case's label.
+    Untagged nodes (made or loaded by the user) are the user's choice and pass."""
     for node in nodes:
-        tagged = node.GetAttribute(IMAGE_ID_ATTRIBUTE)
-        if tagged is not None and tagged != image_id:
-            raise ValueError(f"'{node.GetName()}' belongs to case {tagged}, not to the current case {image_id}; "
-                             f"choose the current case's volume and segmentation (or segment it) first")
+        tagged, server = node.GetAttribute(IMAGE_ID_ATTRIBUTE), node.GetAttribute(SERVER_ATTRIBUTE)
+        if tagged is not None and (tagged != image_id or server != server_url):
+            raise ValueError(f"'{node.GetName()}' belongs to case {tagged} of {server or 'another server'}, not "
+                             f"to the current case {image_id} of {server_url}; choose the current case's volume and "
+                             f"segmentation (or segment it) first")
 
 
 class EditWatcher:
@@ -349,6 +386,16 @@ def world_points_to_ijk(markups_node, volume_node) -> tuple[np.ndarray, np.ndarr
     dims = np.array(volume_node.GetImageData().GetDimensions())
     inside = np.all((ijk >= 0) & (ijk < dims), axis=1)
     return ijk, inside
+
+
+def observe_points_placed(markups_node, on_placed) -> None:
+    """Calls ``on_placed(markups_node, index)`` each time a control point gets its position (placed, or
+    placed again after its position was cleared); dragging a point does not call it."""
+    @vtk.calldata_type(vtk.VTK_INT)  # the event's call data: the point's index
+    def placed(caller, event, index):
+        on_placed(caller, index)
+
+    markups_node.AddObserver(markups_node.PointPositionDefinedEvent, placed)
 
 
 def markup_click(markups_node, volume_node, index: int = -1) -> tuple[int, int, int]:

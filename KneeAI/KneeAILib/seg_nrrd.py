@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from .schema import KneeSchema, SchemaError
-from .terminology import LABEL_VALUE_TAG, TERMINOLOGY_TAG, item_color, schema_items, segment_id, terminology_entry
+from .terminology import (LABEL_VALUE_TAG, TERMINOLOGY_TAG, item_color, schema_items, segment_id,
+                          segment_schema_value, terminology_entry)
 from .volume import PixelVolume, write_volume_atomically
 
 
@@ -66,8 +67,9 @@ def write_seg_nrrd(labels: PixelVolume, schema: KneeSchema, path) -> None:
 
 def read_label_file(path, schema: KneeSchema) -> PixelVolume:
     """A label map with schema values from a plain label file (values used as they are) or a Slicer
-    ``.seg.nrrd`` (each segment mapped to its schema value by our tag or by name; segments the schema
-    does not know, and segments sharing voxels, raise SchemaError naming them)."""
+    ``.seg.nrrd`` (each segment mapped to its schema value by ``segment_schema_value``: its name when that
+    is a structure's, else our tag; segments the schema does not know, segments sharing voxels, and
+    segments with voxels standing for the same structure raise SchemaError naming them)."""
     import SimpleITK as sitk
 
     from .volume import VolumeError, read_volume_file
@@ -95,11 +97,12 @@ def read_label_file(path, schema: KneeSchema) -> PixelVolume:
     out = np.zeros(layers.shape[:3], dtype=np.uint8)
     claimed = np.zeros(layers.shape[:3], dtype=bool)  # voxels some segment already holds
     unknown, overlapping = [], []
+    holders: dict[int, list[str]] = {}  # schema value -> the segments with voxels that stand for it
     index = 0
     while f"Segment{index}_ID" in header or f"Segment{index}_Name" in header:
         prefix = f"Segment{index}_"
         name = header.get(prefix + "Name", "")
-        value = _schema_value(header.get(prefix + "Tags", ""), name, schema)
+        value = segment_schema_value(name, _tag(header.get(prefix + "Tags", ""), LABEL_VALUE_TAG), schema)
         layer = _header_int(header, prefix + "Layer", "0", path)
         if not 0 <= layer < layers.shape[-1]:
             raise SchemaError(f"{path}: segment '{name}' is in layer {layer}, but the file has "
@@ -111,6 +114,8 @@ def read_label_file(path, schema: KneeSchema) -> PixelVolume:
         else:
             if (mask & claimed).any():
                 overlapping.append(name)
+            if mask.any():
+                holders.setdefault(value, []).append(name)
             out[mask] = value
             claimed |= mask
         index += 1
@@ -120,6 +125,11 @@ def read_label_file(path, schema: KneeSchema) -> PixelVolume:
     if overlapping:
         raise SchemaError(f"{path}: segments share voxels with earlier ones: {overlapping}; a label map holds "
                           "one structure per voxel, so remove the overlap first")
+    names_of_values = {item.value: item.name for item in schema_items(schema)}
+    shared = [f"{names} are all {names_of_values[value]}" for value, names in holders.items() if len(names) > 1]
+    if shared:  # written as one label they would merge, and a swap fixed half-way would go unnoticed
+        raise SchemaError(f"{path}: several segments stand for one structure: {'; '.join(shared)}. Rename each "
+                          "to the structure it shows (or merge them) first")
     return geometry.with_array(out)
 
 
@@ -130,10 +140,10 @@ def _header_int(header: dict[str, str], key: str, default: str, path: str) -> in
         raise SchemaError(f"{path}: {key} is {header[key]!r}, not a whole number") from None
 
 
-def _schema_value(tags: str, name: str, schema: KneeSchema) -> int | None:
+def _tag(tags: str, wanted: str) -> str | None:
+    """One tag's text from a ``SegmentN_Tags`` field ("key:value|key:value|"); None when absent."""
     for tag in tags.split("|"):
         key, _, value = tag.partition(":")
-        if key == LABEL_VALUE_TAG and value.strip().isdigit() and int(value) in schema.allowed_values() - {0}:
-            return int(value)
-    wanted = name.strip().lower()
-    return next((i.value for i in schema_items(schema) if wanted in (i.name.lower(), i.key.lower())), None)
+        if key == wanted:
+            return value
+    return None

@@ -7,6 +7,10 @@ Every transition names the states it may start from; anything else raises ``Ille
 what the user has to do first. Leaving a case with unsubmitted edits needs ``discard_edits=True`` (the
 Widget asks the user). At most one background job (download, inference, upload) runs per session;
 ``job`` says what it is, so the UI can show it and offer to cancel it.
+
+The Segment Editor stays usable while a job runs, so the session counts edits (``edits``): a job's
+result passes the count it started from (``edits_seen``), and edits made after it are never discarded
+by that result, nor marked submitted by an upload that did not contain them.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ TRANSITIONS: dict[str, tuple[frozenset[State], State]] = {
     "submitted": (frozenset({S.SEGMENTED, S.EDITED}), S.SUBMITTED),
     "disconnect": (frozenset(State), S.DISCONNECTED),
 }
+# Actions that leave the case's edits behind: from EDITED only with the user's consent.
+LEAVES_EDITS = ("connect", "load_case", "segmented")
 # What to do first, per target action, when the current state does not allow it.
 HINTS = {
     "load_case": "connect to a server first",
@@ -65,41 +71,60 @@ class AnnotationSession:
         self.image_id: str | None = None
         self.model_version: str | None = None
         self.job: BackgroundJob | None = None
+        self.edits = 0  # edits so far (every change of the case's segmentation by the user)
 
     # -- transitions ---------------------------------------------------------------------------
-    def _go(self, action: str, discard_edits: bool = False) -> None:
+    def _go(self, action: str, discard_edits: bool = False, edits_seen: int | None = None) -> None:
         allowed, target = TRANSITIONS[action]
-        if self.state is State.EDITED and action in ("load_case", "segmented") and discard_edits:
+        verb = action.replace("_", " ")
+        if self.state is State.EDITED and action in LEAVES_EDITS:
+            if not discard_edits:
+                raise IllegalTransition(f"Cannot {verb}: the edits of {self.image_id} are not submitted (submit "
+                                        "them, or discard them explicitly)")
+            if edits_seen is not None and edits_seen != self.edits:
+                raise IllegalTransition(f"Cannot {verb}: {self.image_id} was edited while this ran; the edits are "
+                                        "kept (submit them, or try again and discard them)")
             allowed = allowed | {State.EDITED}
         if self.state not in allowed:
-            if self.state is State.EDITED and action in ("load_case", "segmented"):
-                raise IllegalTransition(f"Cannot {action.replace('_', ' ')}: the edits of {self.image_id} are not "
-                                        "submitted (submit them, or discard them explicitly)")
-            raise IllegalTransition(f"Cannot {action.replace('_', ' ')} while {self.state.value}: "
-                                    f"{HINTS.get(action, 'not allowed now')}")
+            raise IllegalTransition(f"Cannot {verb} while {self.state.value}: {HINTS.get(action, 'not allowed now')}")
         self.state = target
 
-    def connect(self, server_url: str, model_version: str | None = None) -> None:
-        self._go("connect")
+    def connect(self, server_url: str, model_version: str | None = None, discard_edits: bool = False,
+                edits_seen: int | None = None) -> None:
+        if server_url == self.server_url and self.image_id is not None:
+            self.model_version = model_version  # the same server again (e.g. after it was unreachable): the case,
+            return  # its image id and its unsubmitted edits stay
+        self._go("connect", discard_edits, edits_seen)
         self.server_url, self.model_version, self.image_id = server_url, model_version, None
 
     def disconnect(self) -> None:
         self._go("disconnect")
         self.server_url = self.image_id = None
 
-    def load_case(self, image_id: str, discard_edits: bool = False) -> None:
-        self._go("load_case", discard_edits)
+    def load_case(self, image_id: str, discard_edits: bool = False, edits_seen: int | None = None) -> None:
+        self._go("load_case", discard_edits, edits_seen)
         self.image_id = image_id
 
-    def segmented(self, model_version: str | None = None, discard_edits: bool = False) -> None:
-        self._go("segmented", discard_edits)
+    def segmented(self, model_version: str | None = None, discard_edits: bool = False,
+                  edits_seen: int | None = None) -> None:
+        self._go("segmented", discard_edits, edits_seen)
         self.model_version = model_version or self.model_version
 
-    def edited(self) -> None:
+    def edited(self) -> bool:
+        """Counts one edit; True when it is the one that made the case EDITED (worth showing once)."""
+        was_edited = self.state is State.EDITED
         self._go("edited")
+        self.edits += 1
+        return not was_edited
 
-    def submitted(self) -> None:
+    def submitted(self, edits_seen: int | None = None) -> bool:
+        """The label of the case as it was at ``edits_seen`` edits is stored. False, and the case stays
+        EDITED, when it was edited after that (those edits are not on the server yet)."""
         self._go("submitted")
+        if edits_seen is not None and edits_seen != self.edits:
+            self.state = State.EDITED
+            return False
+        return True
 
     def can(self, action: str) -> bool:
         return self.state in TRANSITIONS[action][0]

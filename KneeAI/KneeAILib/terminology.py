@@ -71,6 +71,24 @@ def item_color(schema: KneeSchema, item: Structure | Group) -> tuple[float, floa
     return item.color_float
 
 
+def segment_schema_value(name: str, label_value_tag: str | None, schema: KneeSchema) -> int | None:
+    """Which schema value a segment stands for, from its visible ``name`` and the text of its
+    ``KneeAI.LabelValue`` tag (None: no tag); the one rule for segments in Slicer and in .seg.nrrd files.
+
+    A name that is exactly (trimmed, any case) a schema structure's name or key wins: it is what the
+    annotator sees and last chose, e.g. swapped menisci fixed by renaming the two segments. Any other
+    name ("Femur (edited)", a translation) leaves the tag to say, as it has since the segment was made."""
+    wanted = name.strip().lower()
+    named = next((i.value for i in schema_items(schema) if wanted in (i.name.lower(), i.key.lower())), None)
+    if named is not None:
+        return named
+    try:
+        tagged = int((label_value_tag or "").strip())
+    except ValueError:
+        return None
+    return tagged if tagged in schema.allowed_values() - {0} else None
+
+
 def segment_id(item: Structure | Group) -> str:
     """A stable segment id per schema item (Slicer ids are free text; the key is stable and readable)."""
     return item.key

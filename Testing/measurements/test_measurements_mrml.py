@@ -86,6 +86,28 @@ def test_measuring_a_slicer_segmentation_gives_the_label_maps_numbers_and_every_
     assert [model.GetName() for model in models] == [f"{name} thickness" for name in m.plates]
 
 
+def test_thickness_models_follow_the_measured_volumes_transform(measured):
+    """The meshes are in the volume's local frame, like its segmentation (which observes the volume's
+    transform): under a transform the models must move with them, not stay where the knee was."""
+    from KneeAILib import mrml_adapter
+    from KneeAILib.volume import PixelVolume
+    from kneeai_testing import linear_transform_node
+
+    scene = slicer.vtkMRMLScene()
+    pixels = PixelVolume(np.zeros((2, 2, 2), np.int16), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    volume = mrml_adapter.volume_node_from_pixels(scene, pixels, "knee")
+    shift = np.eye(4)
+    shift[:3, 3] = (40.0, 0.0, 0.0)
+    transform = linear_transform_node(scene, shift)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    models, _ = show_measurements(scene, measured, volume_node=volume)
+    local = np.array(models[0].GetPolyData().GetBounds())
+    world = np.zeros(6)
+    models[0].GetRASBounds(world)  # where the model shows: after its transforms
+    assert all(model.GetTransformNodeID() == transform.GetID() for model in models)
+    assert np.allclose(world, local + [40, 40, 0, 0, 0, 0], atol=1e-3)
+
+
 def test_a_segmentation_with_a_segment_outside_the_schema_is_refused_before_measuring():
     from KneeAILib import mrml_adapter
     from KneeAILib.measurements_mrml import label_map_from_segmentation
@@ -173,3 +195,35 @@ def test_each_knee_is_measured_into_a_folder_of_its_own_with_a_plain_name(tmp_pa
     assert case_folder(tmp_path, "knee_phantom_000 segmentation") == tmp_path / "knee_phantom_000 segmentation"
     assert case_folder(tmp_path, "../../etc/passwd").parent == tmp_path
     assert case_folder(tmp_path, "..") == tmp_path / "knee" and case_folder(tmp_path, "a/b:c") == tmp_path / "a_b_c"
+
+
+def test_the_modules_measure_puts_the_models_under_the_measured_volumes_transform(monkeypatch, tmp_path):
+    """KneeAILogic.measure (KneeAI.py's own code) on a phantom knee whose volume sits under a transform,
+    as a registered second visit would."""
+    import types
+
+    from kneeai_testing import kneeai_logic_class, linear_transform_node
+    from KneeAILib import mrml_adapter
+    from KneeAILib.schema import KneeSchema
+    from KneeAILib.volume import PixelVolume
+
+    scene = slicer.vtkMRMLScene()
+    mrml_adapter.ensure_segmentation_converters()
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    pixels = PixelVolume.from_sitk(LabelMap.from_image(KneePhantom(spacing=(1.5, 1.5, 1.5)).image()).to_image())
+    volume = mrml_adapter.volume_node_from_pixels(scene, pixels, "knee")
+    segmentation = mrml_adapter.segmentation_from_labels(scene, pixels, KneeSchema.load(), volume)
+    shift = np.eye(4)
+    shift[:3, 3] = (0.0, 25.0, 0.0)
+    transform = linear_transform_node(scene, shift)
+    for node in (volume, segmentation):
+        node.SetAndObserveTransformNodeID(transform.GetID())
+    messages = []
+    logic = kneeai_logic_class()(None, changed=lambda message=None, error=False: messages.append((message, error)))
+    parameters = types.SimpleNamespace(inputVolume=volume, segmentation=segmentation, secondVisit=None)
+    logic.measure(parameters, str(tmp_path))
+    logic.runner.wait(timeout=300)
+    assert "knee measured" in messages[-1][0], messages
+    models = [scene.GetNthNodeByClass(i, "vtkMRMLModelNode") for i in range(scene.GetNumberOfNodesByClass(
+        "vtkMRMLModelNode"))]
+    assert len(models) == 4 and all(model.GetTransformNodeID() == transform.GetID() for model in models)

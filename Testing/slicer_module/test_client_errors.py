@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.server
 import socket
+import stat
+import tempfile
 import threading
 import time
 
@@ -113,6 +115,64 @@ def test_a_server_that_trickles_its_reply_times_out_on_the_whole_reply():
         stop.set()
         thread.join(timeout=5)
         listener.close()
+
+
+@pytest.mark.parametrize("fault", ["cut", "stall"])
+def test_a_reply_that_breaks_off_after_its_headers_is_typed_and_retried(fault):
+    """A reply whose body stops half-way, the connection cut or silent, was a raw urllib3 error (no
+    retry, a traceback in the command line). A stand-in server, since a real KneeAI server cannot be
+    made to break off mid-reply: it sends the headers and 4 of 100 promised bytes on every connection."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(2)
+    listener.settimeout(0.05)  # the loop below checks ``stop`` this often
+    stop, requests_seen, stalled = threading.Event(), [], []
+
+    def break_off():
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except socket.timeout:
+                continue
+            requests_seen.append(connection.recv(65536).split(b" ")[0])
+            connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                               b"content-length: 100\r\n\r\n{\"a\"")
+            if fault == "stall":
+                stalled.append(connection)  # open and silent until the test ends
+            else:
+                connection.close()
+
+    thread = threading.Thread(target=break_off, daemon=True)
+    thread.start()
+    client = KneeAIClient(f"http://127.0.0.1:{listener.getsockname()[1]}", retries=1, connect_timeout=0.5)
+    expected = "No answer" if fault == "stall" else "stopped sending its reply to GET /info/: 4 bytes arrived"
+    try:
+        with pytest.raises(ServerUnreachable, match=expected):
+            client._request("GET", "/info/", read_timeout=0.3)
+        assert requests_seen == [b"GET", b"GET"]  # a GET is asked again
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+        for connection in stalled:
+            connection.close()
+
+
+def test_downloads_go_to_a_private_folder_of_each_client(tmp_path, monkeypatch):
+    """Not a fixed <tmp>/kneeai: there another user's folder, or a symlink left to one, received the
+    patient images, and a second user could not write at all."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    elsewhere = tmp_path / "other_users_folder"
+    elsewhere.mkdir()
+    (tmp_path / "kneeai").symlink_to(elsewhere)
+    first, second = KneeAIClient("http://127.0.0.1:8000"), KneeAIClient("http://127.0.0.1:8000")
+    path = first._write_download(b"patient voxels", "case1_image.nii.gz")  # what download_image and infer call
+    assert path.read_bytes() == b"patient voxels" and list(elsewhere.iterdir()) == []
+    assert path.parent.parent == tmp_path and path.parent.name.startswith("kneeai-")
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert second.download_dir != first.download_dir
+    chosen = KneeAIClient("http://127.0.0.1:8000", download_dir=tmp_path / "mine")
+    assert chosen._write_download(b"x", "y.nii.gz").parent == tmp_path / "mine"
 
 
 def test_bad_server_url_is_refused_before_any_request():

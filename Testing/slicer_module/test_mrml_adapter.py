@@ -106,6 +106,35 @@ def test_overlapping_segments_are_reported(scene, schema):
         mrml_adapter.require_known_segments(export)
 
 
+def test_a_segment_renamed_to_another_structure_stands_for_that_structure(scene, schema):
+    """Swapped menisci fixed by renaming the two segments are submitted swapped back: the name the
+    annotator sees wins over the hidden tag when it is another structure's name."""
+    volume = oblique_volume()
+    medial, lateral = schema.value_of("medial_meniscus"), schema.value_of("lateral_meniscus")
+    labels = np.zeros(volume.array.shape, np.uint8)
+    labels[1:4] = medial
+    labels[6:9] = lateral
+    volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "image")
+    node = mrml_adapter.segmentation_from_labels(scene, volume.with_array(labels), schema, volume_node)
+    segmentation = node.GetSegmentation()
+
+    segmentation.GetSegment("medial_meniscus").SetName(" lateral MENISCUS ")  # trimmed, any case
+    # Half-way through the fix, both segments with voxels stand for the lateral meniscus: refused, not merged.
+    export = mrml_adapter.labels_from_segmentation(node, volume_node, schema)
+    assert export.shared_structures == {"Lateral meniscus": [" lateral MENISCUS ", "Lateral meniscus"]}
+    with pytest.raises(mrml_adapter.SharedStructureError, match="stand for Lateral meniscus"):
+        mrml_adapter.require_known_segments(export)
+
+    segmentation.GetSegment("lateral_meniscus").SetName("medial_meniscus")  # a structure's key counts too
+    export = mrml_adapter.require_known_segments(mrml_adapter.labels_from_segmentation(node, volume_node, schema))
+    assert np.all(export.labels.array[1:4] == lateral) and np.all(export.labels.array[6:9] == medial)
+
+    # A segment without voxels standing for a structure another segment holds is harmless.
+    segmentation.GetSegment("femur").SetName("Patella")
+    export = mrml_adapter.require_known_segments(mrml_adapter.labels_from_segmentation(node, volume_node, schema))
+    assert export.shared_structures == {}
+
+
 def test_terminology_entry_is_what_slicer_serializes(schema):
     logic = slicer.vtkSlicerTerminologiesModuleLogic
     for structure in schema.structures:
@@ -190,19 +219,31 @@ def test_segment_tag_records_the_schema_value(scene, schema):
 
 
 def test_nodes_tagged_with_another_case_are_refused_for_submission(scene, schema):
-    # After "Next case", case A's segmentation must not be submitted as case B's label.
+    # After "Next case", case A's segmentation must not be submitted as case B's label; nor, after
+    # connecting to another server, as that server's image of the same id (another knee).
     volume = oblique_volume()
     volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "image")
     node = mrml_adapter.segmentation_from_labels(scene, volume.with_array(np.zeros(volume.array.shape, np.uint8)),
                                                  schema, volume_node)
-    mrml_adapter.require_nodes_of_case("case_b", node, volume_node)  # untagged: made by the user, allowed
-    node.SetAttribute(mrml_adapter.IMAGE_ID_ATTRIBUTE, "case_a")
-    mrml_adapter.require_nodes_of_case("case_a", node, volume_node)
-    with pytest.raises(ValueError, match="belongs to case case_a, not to the current case case_b"):
-        mrml_adapter.require_nodes_of_case("case_b", node, volume_node)
-    volume_node.SetAttribute(mrml_adapter.IMAGE_ID_ATTRIBUTE, "case_a")
+    server_a, server_b = "http://a:8000", "http://b:8000"
+    mrml_adapter.require_nodes_of_case("case_b", server_a, node, volume_node)  # untagged: the user's, allowed
+    mrml_adapter.tag_case(node, "case_a", server_a)
+    mrml_adapter.require_nodes_of_case("case_a", server_a, node, volume_node)
+    with pytest.raises(ValueError, match="belongs to case case_a of http://a:8000, not to the current case case_b"):
+        mrml_adapter.require_nodes_of_case("case_b", server_a, node, volume_node)
+    with pytest.raises(ValueError, match="not to the current case case_a of http://b:8000"):
+        mrml_adapter.require_nodes_of_case("case_a", server_b, node)
+    mrml_adapter.tag_case(volume_node, "case_a", server_a)
     with pytest.raises(ValueError, match="'image' belongs to case case_a"):
-        mrml_adapter.require_nodes_of_case("case_b", volume_node)
+        mrml_adapter.require_nodes_of_case("case_b", server_a, volume_node)
+
+
+def test_an_image_id_counts_only_on_the_server_that_gave_it(scene):
+    volume_node = mrml_adapter.volume_node_from_pixels(scene, oblique_volume(), "image")
+    assert mrml_adapter.case_image_id(volume_node, "http://a:8000") is None  # untagged: to be uploaded
+    mrml_adapter.tag_case(volume_node, "case_a", "http://a:8000")
+    assert mrml_adapter.case_image_id(volume_node, "http://a:8000") == "case_a"
+    assert mrml_adapter.case_image_id(volume_node, "http://b:8000") is None  # b's case_a is another knee
 
 
 def test_edit_watcher_counts_edits_of_the_watched_segmentation_only(scene, schema):

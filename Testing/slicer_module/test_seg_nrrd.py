@@ -10,6 +10,7 @@ slicer = pytest.importorskip("slicer", reason="slicer-core (the MRML library) is
 from KneeAILib import mrml_adapter
 from KneeAILib.schema import SchemaError
 from KneeAILib.seg_nrrd import read_label_file, segment_extent, write_seg_nrrd
+from KneeAILib.terminology import segment_schema_value
 from KneeAILib.volume import PixelVolume
 
 
@@ -62,6 +63,37 @@ def test_a_file_slicer_wrote_reads_back_with_schema_values(tmp_path, schema, sce
     assert storage.WriteData(node)
     with pytest.raises(SchemaError, match="Mystery"):
         read_label_file(path, schema)
+
+
+def test_a_segment_renamed_in_slicer_to_another_structure_reads_back_as_that_structure(tmp_path, schema, scene):
+    """The rule of the Slicer module's submit (mrml_adapter): a structure's name beats the tag."""
+    volume = small_labels(schema)
+    volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "image")
+    node = mrml_adapter.segmentation_from_labels(scene, volume, schema, volume_node)
+    node.GetSegmentation().GetSegment("tibia").SetName("Femur")  # the tibia's voxels are the femur
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    path = tmp_path / "renamed.seg.nrrd"
+    storage.SetFileName(str(path))
+    assert storage.WriteData(node)
+    back = read_label_file(path, schema)
+    assert np.array_equal(back.array == schema.value_of("femur"), volume.array == schema.value_of("tibia"))
+
+    # A second segment with voxels that also stands for the femur: refused, not merged into one label.
+    femur = np.zeros(volume.array.shape, bool)
+    femur[5, 0, 0] = True
+    mrml_adapter.set_segment_mask(node, "femur", femur, volume_node)
+    assert storage.WriteData(node)
+    with pytest.raises(SchemaError, match=r"\['Femur', 'Femur'\] are all Femur"):
+        read_label_file(path, schema)
+
+
+def test_the_one_rule_for_a_segments_schema_value(schema):
+    femur, tibia = schema.value_of("femur"), schema.value_of("tibia")
+    assert segment_schema_value("Femur (edited)", f" {tibia} ", schema) == tibia  # a free name: the tag says
+    assert segment_schema_value(" FEMUR ", str(tibia), schema) == femur  # a structure's name: the name says
+    assert segment_schema_value("femur", None, schema) == femur  # untagged, made by hand
+    for tag in (None, "", "x", "³", "0", "250"):  # no usable tag (not a number, background, not in the schema)
+        assert segment_schema_value("Osteophyte", tag, schema) is None
 
 
 def test_overlapping_segments_in_a_slicer_file_are_refused(tmp_path, schema, scene):

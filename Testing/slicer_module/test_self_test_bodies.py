@@ -7,33 +7,17 @@ they pass and are not stubs. The server part runs against the real test server."
 
 from __future__ import annotations
 
-import ast
-import os
 import unittest
-from pathlib import Path
 
-import numpy as np
 import pytest
-import vtk
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (the MRML library) is not installed")
-from KneeAILib import annotator, mrml_adapter
-from KneeAILib.client import KneeAIClient
-from KneeAILib.schema import KneeSchema
-from KneeAILib.volume import PixelVolume
-
-MODULE_FILE = Path(__file__).resolve().parents[2] / "KneeAI" / "KneeAI.py"
+from kneeai_testing import class_from_kneeai_py  # noqa: E402
 
 
 def load_self_test_class(delay_messages: list[str]):
-    tree = ast.parse(MODULE_FILE.read_text())
-    test_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "KneeAITest")
-    test_class.bases = [ast.Name("TestCase", ast.Load())]  # ScriptedLoadableModuleTest is a unittest.TestCase
-    names = dict(TestCase=unittest.TestCase, np=np, slicer=slicer, vtk=vtk, os=os, mrml_adapter=mrml_adapter,
-                 annotator=annotator, KneeAIClient=KneeAIClient, KneeSchema=KneeSchema, PixelVolume=PixelVolume,
-                 _=lambda text: text)
-    exec(compile(ast.fix_missing_locations(ast.Module([test_class], [])), str(MODULE_FILE), "exec"), names)
-    cls = names["KneeAITest"]
+    # ScriptedLoadableModuleTest is a unittest.TestCase
+    cls = class_from_kneeai_py("KneeAITest", {"TestCase": unittest.TestCase, "_": lambda text: text}, ["TestCase"])
     cls.delayDisplay = lambda self, message: delay_messages.append(message)  # Slicer shows it in a popup
     return cls
 

@@ -114,6 +114,50 @@ def test_errors_reach_the_error_callback():
     runner.shutdown()
 
 
+def test_a_result_that_cannot_be_applied_fails_its_job():
+    # e.g. a proposal refused because the case was edited while the server worked: the job's error
+    # callback reports it (message, GUI state), instead of an exception out of the polling timer.
+    runner, errors = JobRunner(), []
+
+    def apply(result):
+        raise IllegalTransition(f"cannot apply {result}")
+
+    runner.submit("segment", lambda: "proposal", on_done=apply, on_error=errors.append)
+    runner.wait(timeout=5)
+    assert [str(e) for e in errors] == ["cannot apply proposal"]
+    runner.submit("no error callback", lambda: "proposal", on_done=apply)
+    with pytest.raises(IllegalTransition):  # nobody to report to: not swallowed
+        runner.wait(timeout=5)
+    runner.shutdown()
+
+
+def test_reconnecting_keeps_the_case_only_on_the_same_server():
+    session = AnnotationSession()
+    session.connect("http://a:8000")
+    session.load_case("case_1")
+    session.edited()
+    session.connect("http://a:8000", "v0002")  # the same server again (it was unreachable)
+    assert (session.state, session.image_id, session.model_version) == (State.EDITED, "case_1", "v0002")
+    with pytest.raises(IllegalTransition, match="not submitted"):
+        session.connect("http://b:8000")  # another server: its case_1 is another knee
+    session.connect("http://b:8000", discard_edits=True)
+    assert (session.state, session.image_id, session.server_url) == (State.CONNECTED, None, "http://b:8000")
+
+
+def test_a_jobs_result_never_discards_edits_made_after_it_started():
+    session = AnnotationSession()
+    session.connect("http://a:8000")
+    session.load_case("case_1")
+    session.segmented()
+    session.edited()
+    seen = session.edits  # the user agreed to discard these edits, then started a job
+    session.edited()  # and edited again while it ran
+    with pytest.raises(IllegalTransition, match="edited while this ran"):
+        session.segmented(discard_edits=True, edits_seen=seen)
+    assert session.submitted(edits_seen=seen) is False and session.state is State.EDITED
+    assert session.submitted(edits_seen=session.edits) is True and session.state is State.SUBMITTED
+
+
 def test_training_progress_from_the_servers_report():
     info = {"model_version": "v0002", "train_stats": {"knee_segmentation": {
         "version": "v0003", "status": "running", "epoch": 3, "max_epochs": 10, "loss": 0.8123,

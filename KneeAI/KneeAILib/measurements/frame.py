@@ -162,7 +162,6 @@ def detect_side(labels: LabelMap, patient_left_like: np.ndarray, split: float, c
             raise ValueError(f"side must be 'right', 'left' or None (detect); got {side!r}")
         evidence["user"] = side
         return side == "right", evidence
-    arr = labels.array
     for med, lat, name in ((MEDIAL_TIBIAL, LATERAL_TIBIAL, "tibial cartilage labels"),
                            (MEDIAL_MENISCUS, LATERAL_MENISCUS, "meniscus labels")):
         pm, pl = _points(labels, (med,)), _points(labels, (lat,))
