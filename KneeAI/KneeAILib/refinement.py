@@ -1,14 +1,15 @@
 """Interactive correction of one segment, client side (pure Python: numpy + the REST client).
 
 - ``ClickSet``: the positive/negative clicks placed per segment (voxel indices i, j, k), in order.
-- ``refinement_request``: what an Update sends: the structure, the clicks near the newest one, the
-  region (ROI) around it and the current labels of that ROI only; the image itself is the server's
-  copy (its datastore id), never sent again.
+- ``refinement_request``: what an Update sends: the structure, the clicks near the newest one (at a
+  voxel clicked more than once only the newest click), the region (ROI) around it and the current
+  labels of that ROI only; the image itself is the server's copy (its datastore id), never sent again.
 - ``merge_into_segment``: the answer goes into THAT segment only: a voxel changes only between
   background and the refined structure; locked segments and every other segment stay exactly as they
   are (so they count as background for the refined one, and are never overwritten).
 - ``UndoStack``: each merge records the voxels it changed and their old values; undo restores them
-  (never over a voxel that another segment holds by then).
+  (never over a voxel that another segment holds by then, never in a locked segment). A step may also
+  name the clicks that produced it, so that whoever holds the clicks can take them back with it.
 - ``refine_segment``: the whole Update on a label array; when the server cannot be reached it raises
   and the labels the user edited are left untouched (the merge only happens on a complete answer).
   It returns the merge's record; the caller decides when it becomes an undo step (in Slicer: once
@@ -64,14 +65,20 @@ class Edit:
     value: int
     indices: np.ndarray
     old_values: np.ndarray
+    # The clicks that produced this change, as the caller identifies them (in Slicer: markups points);
+    # an undo hands them back so that they are taken back too, or the next Update would redo the change.
+    clicks: tuple = ()
 
 
 @dataclass(frozen=True)
 class Refinement:
-    """One Update's answer, merged into the label array it was asked for: the server's params and the record."""
+    """One Update's answer, merged into the label array it was asked for: the server's params, the record,
+    and which of the structure's clicks the request carried (positions in ``ClickSet.of``): the clicks
+    that produced it."""
 
     params: dict
     edit: Edit
+    clicks_sent: tuple[int, ...] = ()
 
     @property
     def structure(self) -> str:
@@ -88,16 +95,23 @@ class UndoStack:
     def __len__(self) -> int:
         return len(self._edits)
 
+    def __iter__(self):
+        """The steps, oldest first."""
+        return iter(list(self._edits))
+
     @property
     def last(self) -> Edit | None:
         return self._edits[-1] if self._edits else None
 
-    def undo(self, labels: np.ndarray) -> Edit | None:
+    def undo(self, labels: np.ndarray, locked: set[str] = frozenset()) -> Edit | None:
         """Restores, in place, the voxels of the last refinement; returns its record (None: nothing to undo).
         A voxel another segment has taken since stays that segment's: undo, like the refinement, changes
-        only background and the refined structure."""
+        only background and the refined structure. When that structure is in ``locked`` nothing changes
+        and the step stays on the stack: a locked segment is one the annotator has finished."""
         if not self._edits:
             return None
+        if self._edits[-1].structure in locked:
+            raise RefinementError(f"'{self._edits[-1].structure}' is locked: unlock it to undo its last update")
         edit = self._edits.pop()
         flat = labels.reshape(-1)
         still_free = np.isin(flat[edit.indices], (0, edit.value))
@@ -121,6 +135,16 @@ def roi_around(ijk, shape_kji, spacing, reach_mm: float = REACH_MM) -> tuple[tup
     return tuple(int(v) for v in lo), tuple(int(v) for v in hi)
 
 
+def clicks_to_send(placed, roi) -> list[int]:
+    """Positions in ``placed`` ([(ijk, positive), ...], oldest first) of the clicks an Update sends: those
+    inside ``roi`` and, at a voxel clicked more than once, only the newest click (the annotator changed
+    their mind there; the server would otherwise have to choose between two signs at one voxel)."""
+    newest_at_voxel = {tuple(ijk): n for n, (ijk, _) in enumerate(placed)}
+    (lo, hi) = roi
+    return [n for n, (ijk, _) in enumerate(placed)
+            if newest_at_voxel[tuple(ijk)] == n and all(a <= c < b for c, a, b in zip(ijk, lo, hi))]
+
+
 def _slices(roi) -> tuple[slice, slice, slice]:
     (i0, j0, k0), (i1, j1, k1) = roi
     return slice(k0, k1), slice(j0, j1), slice(i0, i1)
@@ -139,8 +163,7 @@ def refinement_request(labels: PixelVolume, structure: str, clicks: ClickSet, lo
     shape = labels.array.shape
     last = check_click(placed[-1][0], shape)
     roi = roi_around(last, shape, labels.spacing, reach_mm)
-    inside = [(check_click(p, shape), positive) for p, positive in placed
-              if all(a <= c < b for c, a, b in zip(p, roi[0], roi[1]))]
+    inside = [(check_click(placed[n][0], shape), placed[n][1]) for n in clicks_to_send(placed, roi)]
     params = {
         "structure": structure,
         "foreground": [list(p) for p, positive in inside if positive],
@@ -177,8 +200,8 @@ def refine_segment(client: KneeAIClient, image_id: str, labels: PixelVolume, str
                    locked: set[str], schema: KneeSchema) -> Refinement:
     """One Update: asks the server and merges its answer into ``labels.array`` (in place) for
     ``structure`` only. Returns the server's params with the merge's record (push it on an UndoStack
-    to make it undoable). Any failure (server unreachable, server error, bad answer) raises before
-    ``labels`` is touched."""
+    to make it undoable) and the clicks sent. Any failure (server unreachable, server error, bad answer)
+    raises before ``labels`` is touched."""
     params, block = refinement_request(labels, structure, clicks, locked, schema)
     lo = params["roi"][0]
     # The ROI block with its own geometry: a file the server could also read on its own.
@@ -197,4 +220,4 @@ def refine_segment(client: KneeAIClient, image_id: str, labels: PixelVolume, str
     value = schema.by_key[structure].value
     locked_values = {schema.by_key[k].value for k in locked}
     edit = merge_into_segment(labels.array, params["roi"], np.asarray(answer), value, locked_values, structure)
-    return Refinement(result.params, edit)
+    return Refinement(result.params, edit, tuple(clicks_to_send(clicks.of(structure), params["roi"])))

@@ -1,11 +1,14 @@
-"""Clicks placed in Slicer (markups, world RAS) under transformed volumes reach the right voxels, and
-the Update writes back into the clicked segment only (real MRML library, real server)."""
+"""Clicks placed in Slicer (markups, world RAS) under transformed volumes reach the right voxels, the
+points standing when an Update starts are exactly what it sends, the Update writes back into the clicked
+segment only, and Undo takes back the change with the points that made it (real MRML library, real
+server)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from KneeAILib.refinement import RefinementError, refinement_request
 from KneeAILib.volume import PixelVolume
 from kneeai_testing import linear_transform_node, rotation
 from lib.interactive.clicks import largest_error_click
@@ -17,7 +20,8 @@ from KneeAILib.refinement_mrml import SceneRefinement  # noqa: E402
 CARTILAGE = "femoral_cartilage"
 
 
-def test_markup_click_under_transforms_refines_the_right_voxels_of_that_segment_only(scene, schema, client, phantom_case):
+def test_markup_click_under_transforms_refines_the_right_voxels_of_that_segment_only(
+        scene, schema, client, phantom_case):
     image_id, image, truth = phantom_case
     value = schema.by_key[CARTILAGE].value
     labels = truth.copy()
@@ -37,15 +41,17 @@ def test_markup_click_under_transforms_refines_the_right_voxels_of_that_segment_
 
     # The annotator clicks where they SEE the missed voxel: through the volume's transform, while the
     # markups node sits under a transform of its own.
-    positive = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "femoral cartilage +")
+    errors: list[str] = []
+    session = SceneRefinement(image_id, segmentation, volume_node, schema, locked={"femur", "tibia"},
+                              on_click_error=errors.append)
+    positive = session.points_node(CARTILAGE, True)
     markups_parent = np.eye(4)
     markups_parent[:3, :3] = rotation("x", 30)
     markups_parent[:3, 3] = [-4.0, 6.0, 2.0]
     positive.SetAndObserveTransformNodeID(linear_transform_node(scene, markups_parent).GetID())
     world = to_parent @ volume.ijk_to_ras() @ np.array([*(np.array(click.ijk) + [0.2, -0.3, 0.1]), 1.0])
     positive.AddControlPointWorld(vtk.vtkVector3d(*world[:3]))
-    session = SceneRefinement(image_id, segmentation, volume_node, schema, locked={"femur", "tibia"})
-    assert session.add_click_from_markups(CARTILAGE, positive, True) == click.ijk
+    assert session.clicks_now().of(CARTILAGE) == [(click.ijk, True)] and errors == []
 
     before = mrml_adapter.labels_from_segmentation(segmentation, volume_node, schema).labels.array
     np.testing.assert_array_equal(before, labels)
@@ -59,24 +65,26 @@ def test_markup_click_under_transforms_refines_the_right_voxels_of_that_segment_
     others = ~np.isin(labels, [0, value])
     np.testing.assert_array_equal(after[others], labels[others])
 
-    # Undo puts the segment back exactly, in the scene.
+    # Undo puts the segment back exactly, in the scene, and takes the point back with it.
     assert session.undo() == CARTILAGE
     np.testing.assert_array_equal(mrml_adapter.labels_from_segmentation(segmentation, volume_node, schema).labels.array,
                                   labels)
+    assert positive.GetNumberOfControlPoints() == 0
     assert session.undo() is None
 
-    # A point placed outside the volume is refused with a message, not sent.
+    # A point placed outside the volume is reported when placed, and no Update is sent while it stands.
     outside = to_parent @ volume.ijk_to_ras() @ np.array([-30.0, 5.0, 5.0, 1.0])
     positive.AddControlPointWorld(vtk.vtkVector3d(*outside[:3]))
-    with pytest.raises(ValueError, match="outside the volume"):
-        session.add_click_from_markups(CARTILAGE, positive, True)
-    assert len(session.clicks.of(CARTILAGE)) == 1
+    assert len(errors) == 1 and "outside the volume" in errors[0]
+    with pytest.raises(RefinementError, match="outside the volume"):
+        session.update(client, CARTILAGE)
 
 
 def test_points_placed_in_a_segments_markups_node_become_its_clicks_and_a_new_case_starts_clean(scene, schema):
-    """What the module's + / - point buttons rely on: every point placed is recorded as a click when it
-    is placed (newest last), one outside the volume is reported and not recorded, and the next case's
-    refinement replaces the earlier case's point nodes (their points meant the earlier image)."""
+    """What the module's + / - point buttons rely on: the points placed are the clicks (newest last), one
+    outside the volume is reported when placed and refuses the Update until it is moved or deleted, and
+    the next case's refinement replaces the earlier case's point nodes (their points meant the earlier
+    image)."""
     volume = PixelVolume(np.zeros((20, 30, 40), np.int16), (0.5, 0.5, 1.0), (3.0, -4.0, 5.0),
                          (1, 0, 0, 0, 1, 0, 0, 0, 1))
     volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "knee")
@@ -93,15 +101,52 @@ def test_points_placed_in_a_segments_markups_node_become_its_clicks_and_a_new_ca
     plus.AddControlPointWorld(world((10, 12, 7)))
     minus.AddControlPointWorld(world((30, 20, 15)))
     plus.AddControlPointWorld(world((-8, 12, 7)))  # outside the image: refused with a message
-    assert session.clicks.of(CARTILAGE) == [((10, 12, 7), True), ((30, 20, 15), False)]
+    assert session.clicks_now().of(CARTILAGE) == [((10, 12, 7), True), ((30, 20, 15), False)]
     assert len(errors) == 1 and "outside the volume" in errors[0]
+    with pytest.raises(RefinementError, match="outside the volume"):  # before any server is asked
+        session.refine(None, CARTILAGE, session.export())
+    plus.RemoveNthControlPoint(1)  # the point outside, deleted
+    assert not session.export().refused
 
     following = SceneRefinement("case_b", segmentation, volume_node, schema, on_click_error=errors.append)
     renewed = following.points_node(CARTILAGE, True)
     assert plus.GetScene() is None and renewed.GetNumberOfControlPoints() == 0
     renewed.AddControlPointWorld(world((1, 2, 3)))
-    assert following.clicks.of(CARTILAGE) == [((1, 2, 3), True)]
-    assert len(session.clicks.of(CARTILAGE)) == 2  # the earlier case's session heard nothing
+    assert following.clicks_now().of(CARTILAGE) == [((1, 2, 3), True)]
+    # The earlier case's '+' points went with their node; its session never sees the new case's points.
+    assert session.clicks_now().of(CARTILAGE) == [((30, 20, 15), False)]
+
+
+def test_an_update_sends_the_points_as_they_stand_not_as_they_were_placed(scene, schema):
+    """The annotator deletes a wrong point and drags another: the Update sends neither the deleted point
+    nor the dragged one's old voxel, and acts on the newest point still standing."""
+    volume = PixelVolume(np.zeros((20, 30, 40), np.int16), (0.5, 0.5, 1.0), (3.0, -4.0, 5.0),
+                         (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "knee")
+    segmentation = mrml_adapter.segmentation_from_labels(scene, volume.with_array(np.zeros((20, 30, 40), np.uint8)),
+                                                         schema, volume_node)
+    session = SceneRefinement("case", segmentation, volume_node, schema)
+    plus, minus = session.points_node(CARTILAGE, True), session.points_node(CARTILAGE, False)
+
+    def world(ijk):
+        return vtk.vtkVector3d(*(volume.ijk_to_ras() @ np.array([*ijk, 1.0]))[:3])
+
+    def sent():
+        params, _ = refinement_request(session.export(), CARTILAGE, session.export().clicks, set(), schema)
+        return params["foreground"], params["background"], params["last"]
+
+    plus.AddControlPointWorld(world((10, 12, 7)))
+    minus.AddControlPointWorld(world((30, 20, 15)))
+    assert sent() == ([[10, 12, 7]], [[30, 20, 15]], [30, 20, 15])
+    minus.RemoveNthControlPoint(0)  # the wrong negative point, deleted
+    plus.SetNthControlPointPositionWorld(0, world((20, 25, 3)))  # the positive point, dragged
+    assert sent() == ([[20, 25, 3]], [], [20, 25, 3])
+    minus.AddControlPointWorld(world((5, 5, 5)))
+    plus.AddControlPointWorld(world((6, 6, 6)))
+    plus.SetNthControlPointPositionWorld(0, world((21, 25, 3)))  # dragging keeps a point's place in the order
+    assert sent() == ([[21, 25, 3], [6, 6, 6]], [[5, 5, 5]], [6, 6, 6])
+    plus.RemoveNthControlPoint(1)  # the newest point deleted: the Update acts on the one before it
+    assert sent()[2] == [5, 5, 5]
 
 
 def _refined_in_the_background(scene, schema, client, phantom_case):
@@ -118,12 +163,20 @@ def _refined_in_the_background(scene, schema, client, phantom_case):
     volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "knee")
     segmentation = mrml_adapter.segmentation_from_labels(scene, volume.with_array(labels), schema, volume_node)
     session = SceneRefinement(image_id, segmentation, volume_node, schema)
-    session.clicks.add(CARTILAGE, (int(i), int(j), int(k)), True)
+    _place(session, CARTILAGE, True, (i, j, k))
     snapshot = session.export()
     refinement = session.refine(client, CARTILAGE, snapshot)
     added = (snapshot.array == value) & (labels != value)
     assert added[k, j, i] and refinement.params["method"] == "random_walker"
     return session, snapshot, refinement, labels, added
+
+
+def _place(session, structure, positive, ijk):
+    """A point placed in ``structure``'s positive (negative) points node at the centre of voxel ``ijk``."""
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    session.volume_node.GetIJKToRASMatrix(ijk_to_ras)  # the volume is under no transform here
+    ras = ijk_to_ras.MultiplyPoint((*(float(c) for c in ijk), 1.0))
+    session.points_node(structure, positive).AddControlPointWorld(vtk.vtkVector3d(*ras[:3]))
 
 
 def _scene_labels(session):
@@ -199,3 +252,62 @@ def test_a_segment_the_schema_does_not_know_keeps_its_voxels_through_an_update_a
     np.testing.assert_array_equal(_scene_labels(session), labels)
     np.testing.assert_array_equal(mrml_adapter.segment_mask(session.segmentation_node, "my_notes",
                                                             session.volume_node), mine)
+
+
+def _intact_case(scene, schema, phantom_case):
+    """A session on the true labels (femoral cartilage intact) and three cartilage voxels (i, j, k) a few
+    voxels apart: where the annotator clicks."""
+    image_id, image, truth = phantom_case
+    value = schema.by_key[CARTILAGE].value
+    volume = PixelVolume.from_sitk(image)
+    volume_node = mrml_adapter.volume_node_from_pixels(scene, volume, "knee")
+    segmentation = mrml_adapter.segmentation_from_labels(scene, volume.with_array(truth), schema, volume_node)
+    voxels = np.argwhere(truth == value)
+    first = voxels[len(voxels) // 2]
+    distance = np.linalg.norm(voxels - first, axis=1)
+    near = voxels[(distance >= 2) & (distance <= 4)]
+    clicked = [tuple(int(c) for c in kji[::-1]) for kji in (first, near[0], near[-1])]
+    return SceneRefinement(image_id, segmentation, volume_node, schema), truth, value, clicked
+
+
+def test_undo_takes_back_the_points_of_the_update_so_the_next_update_does_not_redo_it(
+        scene, schema, client, phantom_case):
+    """A mistaken negative click, its Update undone: the next Update must not send that click again (the
+    server makes every click's voxel follow its sign, so it would cut the cartilage there again)."""
+    session, truth, value, (wrong, right, more) = _intact_case(scene, schema, phantom_case)
+    minus, plus = session.points_node(CARTILAGE, False), session.points_node(CARTILAGE, True)
+    _place(session, CARTILAGE, False, wrong)
+    session.update(client, CARTILAGE)
+    i, j, k = wrong
+    assert _scene_labels(session)[k, j, i] == 0
+    assert session.undo() == CARTILAGE
+    np.testing.assert_array_equal(_scene_labels(session), truth)
+    assert minus.GetNumberOfControlPoints() == 0, "the undone Update's point still stands"
+
+    _place(session, CARTILAGE, True, right)
+    assert session.export().clicks.of(CARTILAGE) == [(right, True)]
+    session.update(client, CARTILAGE)
+    assert _scene_labels(session)[k, j, i] == value, "the undone negative click was applied again"
+
+    # Each Undo takes back only the points of its own Update: the earlier point was that Update's.
+    _place(session, CARTILAGE, True, more)
+    session.update(client, CARTILAGE)
+    assert session.undo() == CARTILAGE
+    assert session.clicks_now().of(CARTILAGE) == [(right, True)] and plus.GetNumberOfControlPoints() == 1
+    assert session.undo() == CARTILAGE
+    assert session.clicks_now().of(CARTILAGE) == [] and session.undo() is None
+
+
+def test_undo_refuses_to_change_a_locked_segment_and_keeps_the_step(scene, schema, client, phantom_case):
+    session, snapshot, refinement, labels, added = _refined_in_the_background(scene, schema, client, phantom_case)
+    session.apply(refinement, snapshot)
+    refined = _scene_labels(session)
+    session.locked.add(CARTILAGE)  # the annotator is done with it
+    with pytest.raises(RefinementError, match="'Femoral cartilage' is locked"):
+        session.undo()
+    np.testing.assert_array_equal(_scene_labels(session), refined)
+    assert len(session.undo_stack) == 1 and session.points_node(CARTILAGE, True).GetNumberOfControlPoints() == 1
+
+    session.locked.discard(CARTILAGE)
+    assert session.undo() == CARTILAGE
+    np.testing.assert_array_equal(_scene_labels(session), labels)

@@ -36,7 +36,8 @@ def test_server_refinement_changes_only_background_and_the_structure(propose):
     np.testing.assert_array_equal(new[others], labels[others])
     # Nothing changes farther than the radius from a click.
     k, j, i = np.nonzero(changed)
-    far = np.minimum(np.sqrt((i - 20) ** 2 + (j - 20) ** 2 + (k - 12) ** 2), np.sqrt((i - 10) ** 2 + (j - 10) ** 2 + (k - 5) ** 2))
+    far = np.minimum(np.sqrt((i - 20) ** 2 + (j - 20) ** 2 + (k - 12) ** 2),
+                     np.sqrt((i - 10) ** 2 + (j - 10) ** 2 + (k - 5) ** 2))
     assert np.all(far <= 6.0)
     if labels[12, 20, 20] in (0, 5):
         assert new[12, 20, 20] == 5  # a positive click's voxel ends in the structure
@@ -88,8 +89,22 @@ def test_client_merge_never_touches_locked_or_other_segments_and_undo_restores_e
     np.testing.assert_array_equal(labels[~painted], before[~painted])
 
 
+def test_undo_of_a_locked_structures_step_changes_nothing_and_keeps_the_step():
+    labels = _noisy_labels(3)
+    undo = UndoStack()
+    undo.push(merge_into_segment(labels, ((0, 0, 0), (10, 10, 10)), np.full((10, 10, 10), 5, np.uint8), 5,
+                                 locked_values=set(), structure="femoral_cartilage"))
+    refined = labels.copy()
+    with pytest.raises(RefinementError, match="locked"):
+        undo.undo(labels, locked={"femoral_cartilage"})
+    np.testing.assert_array_equal(labels, refined)
+    assert len(undo) == 1
+    assert undo.undo(labels, locked={"femur"}).structure == "femoral_cartilage"
+
+
 def test_request_refuses_locked_unknown_and_outside_clicks(schema):
-    volume = PixelVolume(np.zeros((10, 20, 30), np.uint8), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    volume = PixelVolume(np.zeros((10, 20, 30), np.uint8), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0),
+                         (1, 0, 0, 0, 1, 0, 0, 0, 1))
     clicks = ClickSet()
     clicks.add("femur", (3, 4, 5), True)
     with pytest.raises(RefinementError, match="locked"):
@@ -103,6 +118,30 @@ def test_request_refuses_locked_unknown_and_outside_clicks(schema):
     params, block = refinement_request(volume, "femur", clicks, {"tibia"}, schema, reach_mm=4.0)
     assert params["roi"] == [[0, 0, 3], [8, 9, 8]] and block.shape == (5, 9, 8)  # 4 mm = 2 slices along k
     assert params["foreground"] == [[3, 4, 5]] and params["last"] == [3, 4, 5] and params["locked"] == ["tibia"]
+
+
+@pytest.mark.parametrize("newest_positive", [True, False])
+def test_a_voxel_clicked_both_ways_takes_the_sign_of_the_newer_click(newest_positive, schema):
+    """The annotator clicked a voxel with one sign, saw the update, and clicked it again with the other:
+    the newer click (the focus) wins at its own voxel, on the server and in what the client sends."""
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[3:7, 3:7, 3:7] = 2
+    voxel = (5, 5, 5)
+    labels[5, 5, 5] = 0 if newest_positive else 2  # what the older click made of it
+    unchanged = lambda image, current, fg, bg, spacing: current  # noqa: E731  (proposes nothing new)
+    new, _ = refine_labels(np.zeros(labels.shape, np.float32), labels, 2, [voxel], [voxel], (1.0, 1.0, 1.0),
+                           unchanged, focus=[voxel])
+    assert new[5, 5, 5] == (2 if newest_positive else 0)
+
+    volume = PixelVolume(labels, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    clicks = ClickSet()
+    clicks.add("femur", (1, 1, 1), True)
+    clicks.add("femur", voxel, not newest_positive)
+    clicks.add("femur", voxel, newest_positive)
+    params, _ = refinement_request(volume, "femur", clicks, set(), schema)
+    newer, older = ("foreground", "background") if newest_positive else ("background", "foreground")
+    assert [5, 5, 5] in params[newer] and [5, 5, 5] not in params[older] and params["last"] == [5, 5, 5]
+    assert [1, 1, 1] in params["foreground"]
 
 
 def _two_blobs(image, current, fg, bg, spacing):

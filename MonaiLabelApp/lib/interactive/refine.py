@@ -101,7 +101,8 @@ def refine_labels(image: np.ndarray, labels: np.ndarray, value: int, foreground,
     hi = np.array([box[2].stop, box[1].stop, box[0].stop])
 
     def local(points):
-        return [tuple(int(c) for c in np.array(p) - lo) for p in points if np.all((np.array(p) >= lo) & (np.array(p) < hi))]
+        return [tuple(int(c) for c in np.array(p) - lo) for p in points
+                if np.all((np.array(p) >= lo) & (np.array(p) < hi))]
 
     local_fg, local_bg, local_focus = local(foreground), local(background), local(focus)
     block = labels[box]
@@ -112,7 +113,7 @@ def refine_labels(image: np.ndarray, labels: np.ndarray, value: int, foreground,
     editable = ((block == 0) | current) & reach
     # A copy: the clicks are written into it below, and a proposer may hand back ``current`` itself.
     proposal = np.array(propose(image[box], current, local_fg, local_bg, tuple(spacing_zyx)), bool)
-    for (i, j, k), inside in [(p, True) for p in local_fg] + [(p, False) for p in local_bg]:
+    for (i, j, k), inside in _click_signs(local_fg, local_bg, current):
         proposal[k, j, i] = inside  # the user's click is the truth at its own voxel
     added = editable & proposal & ~current
     removed = editable & ~proposal & current
@@ -175,6 +176,17 @@ def network_refiner(name: str, network: torch.nn.Module, config: ClickNetConfig,
     """The click network with the write-back its configuration was validated with."""
     return Refiner(name, network_proposer(network, config, device), config.radius_mm, config.keep_connected,
                    config.follow_click_sign)
+
+
+def _click_signs(foreground, background, current: np.ndarray) -> list[tuple[tuple[int, int, int], bool]]:
+    """(voxel, inside) for every clicked voxel. A voxel clicked both ways (the annotator changed their
+    mind there) gets the sign of the NEWER click. The request does not say which one is newer, but the
+    older one is already in ``current`` (earlier clicks were applied by earlier updates), so the newer
+    one is the click that ``current`` contradicts: at the focus click's voxel, the focus click wins."""
+    signs = {p: True for p in foreground}
+    for i, j, k in background:
+        signs[(i, j, k)] = not current[k, j, i] if (i, j, k) in signs else False
+    return list(signs.items())
 
 
 def _touching(mask: np.ndarray, points) -> np.ndarray:
