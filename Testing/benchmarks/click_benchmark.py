@@ -228,6 +228,7 @@ def accuracy(args, schema, device) -> dict:
         entry["target"] = {"clicks": clicks, "dice": target,
                            "met": bool(entry["mean_dice_after_clicks"][clicks] >= target)}
     return {"refinement": refine_structure.name, "write_back": write_back(refine_structure),
+            "max_clicks": args.max_clicks,
             "automatic_result": start_kind, "structures": per_structure}
 
 
@@ -254,6 +255,8 @@ def dess_latency(args, schema) -> dict:
             # on 2 cores slowed the first ~10 Updates 2-4x; measured here is a click, not a click
             # competing with that one-off pass.
             env = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+            if args.device == "cpu":  # the server picks a GPU when it sees one: a CPU figure must not use it
+                env["CUDA_VISIBLE_DEVICES"] = ""
             if "KNEEAI_BACKGROUND_NICENESS" in os.environ:
                 env["KNEEAI_BACKGROUND_NICENESS"] = os.environ["KNEEAI_BACKGROUND_NICENESS"]
             url = pool.start(studies, tmp / "model", conf, env=env)
@@ -270,7 +273,7 @@ def dess_latency(args, schema) -> dict:
             labels[kc - 10:kc + 10, jc - 60:jc + 60, ic - 60:ic + 60] = value
             volume = image.with_array(labels)
             clicks = ClickSet()
-            times, methods = [], set()
+            times, methods, devices = [], set(), set()
             for n in range(args.dess_clicks):
                 k, j, i = (int(rng.integers(s // 4, 3 * s // 4)) for s in shape)
                 clicks.add("femoral_cartilage", (i, j, k), bool(n % 2 == 0))
@@ -278,6 +281,7 @@ def dess_latency(args, schema) -> dict:
                 refinement = refine_segment(client, "dess", volume, "femoral_cartilage", clicks, set(), schema)
                 times.append(time.perf_counter() - started)
                 methods.add(refinement.params.get("method"))
+                devices.add(refinement.params.get("device"))
             still_training = bool(client.train_status()) if training else False
         finally:
             if training:
@@ -287,6 +291,7 @@ def dess_latency(args, schema) -> dict:
         raise RuntimeError("the background training ended before the clicks did: latency not measured under training")
     warm = times[1:]
     return {"image": f"{Path(args.dess).name} {list(shape[::-1])}", "clicks": len(times), "method": sorted(methods),
+            "server_device": sorted(devices), "warm_clicks": len(warm),
             "during_training": bool(args.during_training),
             "background_niceness": os.environ.get("KNEEAI_BACKGROUND_NICENESS", "10") if args.during_training else None,
             "first_click_s": round(times[0], 3),
@@ -313,11 +318,12 @@ def markdown(result: dict) -> str:
     if acc:
         lines += [f"Refinement: {acc['refinement']} ({acc['write_back']}); automatic result: {acc['automatic_result']}; "
                   f"knees: {', '.join(result['knees'])}", "",
-                  "| structure | Dice start | 1 | 2 | 3 | 5 | 10 clicks | target | met | compute p50 / p95 s |",
+                  f"| structure | Dice start | 1 | 2 | 3 | 5 | {acc['max_clicks']} clicks | target | met | "
+                  "compute p50 / p95 s |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for key, e in acc["structures"].items():
             d = e["mean_dice_after_clicks"]
-            pick = [d[min(n, len(d) - 1)] for n in (0, 1, 2, 3, 5, 10)]
+            pick = [d[n] for n in (0, 1, 2, 3, 5, acc["max_clicks"])]
             t = e["target"]
             lines.append(f"| {key} | " + " | ".join(f"{v:.3f}" for v in pick)
                          + f" | ≥ {t['dice']} @ {t['clicks']} | {'yes' if t['met'] else 'no'} | "
@@ -334,7 +340,8 @@ def markdown(result: dict) -> str:
                   if dess.get("during_training") else "")
         lines += ["", f"Real DESS ({dess['image']}), Update through a real server ({', '.join(map(str, dess['method']))}){during}: "
                   f"{dess['clicks']} clicks, first {dess['first_click_s']} s (reads the image), then "
-                  f"p50 {dess['p50_s']} s, p95 {dess['p95_s']} s, max {dess['max_s']} s."]
+                  f"(n = {dess['warm_clicks']}) p50 {dess['p50_s']} s, p95 {dess['p95_s']} s, max {dess['max_s']} s; "
+                  f"server device {', '.join(map(str, dess['server_device']))}."]
     return "\n".join(lines) + "\n"
 
 
@@ -346,7 +353,7 @@ def main(argv=None) -> int:
     parser.add_argument("--refinement-model-dir")
     parser.add_argument("--segmentation-model-dir")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--max-clicks", type=int, default=10)
+    parser.add_argument("--max-clicks", type=int, default=10, help="clicks per structure (at least 5: the targets)")
     parser.add_argument("--intensity-guard", action="store_true", help="random walker with the intensity guard")
     parser.add_argument("--band-mm", type=float, default=0.0, help="also free the boundary band (mm) in the ROI")
     # Write-back settings (default: the click network's own, or the walker's): for comparing them.
@@ -359,11 +366,24 @@ def main(argv=None) -> int:
                         help="the truth as the proposal, written back as the refiner would: the write-back's ceiling")
     parser.add_argument("--dess", default=str(DESS))
     parser.add_argument("--no-dess", action="store_true")
-    parser.add_argument("--dess-clicks", type=int, default=21)
+    parser.add_argument("--dess-clicks", type=int, default=21,
+                        help="Updates on the DESS (at least 3: the first, which reads the image, is reported apart)")
     parser.add_argument("--during-training", action="store_true",
                         help="measure the DESS latency while the server trains the click network")
     parser.add_argument("--out-dir", default=str(ROOT / ".kneeai" / "bench"))
     args = parser.parse_args(argv)
+    from KneeAILib.refinement import REACH_MM
+
+    if args.max_clicks < max(clicks for clicks, _ in TARGETS.values()):
+        parser.error(f"--max-clicks must be at least {max(clicks for clicks, _ in TARGETS.values())} (the targets' clicks)")
+    if args.dess_clicks < 3:
+        parser.error("--dess-clicks must be at least 3 (the first Update is reported apart; p50/p95 need the rest)")
+    if args.reach_mm is not None and not 0 < args.reach_mm <= REACH_MM:
+        parser.error(f"--reach-mm must be in (0, {REACH_MM:g}] mm: the client sends the region within {REACH_MM:g} mm "
+                     "of a click, so a farther reach would be cut there")
+    args.dess = str(Path(args.dess).resolve())  # linked into the server's studies folder: absolute
+    if not args.no_dess and not Path(args.dess).is_file():
+        parser.error(f"--dess {args.dess} is not a file (or give --no-dess to skip the latency part)")
     overrides = (args.reach_mm, args.keep_connected, args.follow_click_sign)
     if (any(v is not None for v in overrides) or args.oracle) and not args.no_dess:
         parser.error("--reach-mm/--keep-connected/--follow-click-sign/--oracle change the in-process accuracy run only "
@@ -379,7 +399,7 @@ def main(argv=None) -> int:
               "knees": [f"phantom_{HELD_OUT_SEED + k}" for k in range(args.knees)] + [f"{p.name} ({c})" for p, c in args.label_maps]}
     if args.knees or args.label_maps:
         result["accuracy"] = accuracy(args, schema, device)
-    if not args.no_dess and Path(args.dess).is_file():
+    if not args.no_dess:
         result["dess_latency"] = dess_latency(args, schema)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
