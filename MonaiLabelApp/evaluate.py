@@ -49,14 +49,13 @@ from lib.evaluation.label_maps import find_label_maps, read_knee_labels, resampl
 from lib.evaluation.metrics import score_label_maps  # noqa: E402
 from lib.evaluation.overlays import write_sagittal_overlay  # noqa: E402
 from lib.evaluation.summary import display_names, markdown_table, structure_order, summarise  # noqa: E402
-from lib.evaluation.training_datastore import check_finite, knee_of, stable_seed  # noqa: E402
+from lib.evaluation.training_datastore import check_finite, seen_knees, stable_seed  # noqa: E402
 from lib.infers.knee_segmentation import pick_device  # noqa: E402
 from lib.model_store import ModelStore, write_json_atomically  # noqa: E402
 from lib.networks import KneeNetworks  # noqa: E402
 from lib.segmenter import KneeSegmenter  # noqa: E402
 from lib.synthesis import draw_parameters, synthesize_image  # noqa: E402
 from lib.synthesis.tissues import CONTRAST_FAMILIES  # noqa: E402
-from lib.trainers.training_data import case_id  # noqa: E402
 from lib.transforms.image_io import InputError, read_volume, write_atomically  # noqa: E402
 
 SCHEMA_FILE = ROOT / "Resources" / "knee_schema.json"
@@ -89,15 +88,6 @@ def with_joint_box(networks: KneeNetworks, margin_mm: float | None, max_mm: floa
 
 def box_size_mm(box) -> list[float]:
     return [round(float(e), 1) for e in box.extent]
-
-
-def seen_knees(metrics: dict) -> set[str] | None:
-    """Knees whose images the version trained on or was selected on (validation); None when its record
-    cannot say (damaged or without the lists): then no knee can be called held out."""
-    names = metrics.get("train_cases"), metrics.get("validation_cases")
-    if "damaged" in metrics or not all(isinstance(n, list) for n in names):
-        return None
-    return {knee_of(case_id(name)) for name in names[0] + names[1]}
 
 
 def held_out_knees(args, label_files: dict[str, Path]) -> list[str]:

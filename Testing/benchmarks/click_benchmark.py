@@ -139,6 +139,27 @@ def held_out_knees(n: int, label_maps: list[tuple[Path, str]]):
         yield knee_id(path), image, labels
 
 
+def refuse_knees_seen_in_training(parser, model_dir: str, label_maps: list[tuple[Path, str]]) -> None:
+    """The figures are for knees the model did not train on: a label map of a knee the promoted
+    segmentation version trained or was validated on (its metrics.json lists them) is refused, and so is
+    a version whose record cannot say."""
+    from lib.evaluation.label_maps import knee_id
+    from lib.evaluation.training_datastore import seen_knees
+
+    store = ModelStore(model_dir)
+    promoted = store.promoted()
+    if promoted is None:
+        return  # no trained version: the automatic result is simulated from the truth
+    seen = seen_knees(store.metrics(promoted["version"]) or {})
+    if seen is None:
+        parser.error(f"segmentation model {promoted['version']}: its metrics.json does not say which knees it "
+                     "trained on, so no --label-maps knee can be called held out")
+    overlap = sorted({knee_id(path) for path, _ in label_maps} & seen)
+    if overlap:
+        parser.error(f"segmentation model {promoted['version']} trained or validated on {overlap}: not held out "
+                     "(give label maps of its test knees only, e.g. a fold's cv_split.json test side)")
+
+
 def automatic_result(image: sitk.Image, labels: np.ndarray, spacing_zyx, segmentation_model_dir, device, rng):
     if segmentation_model_dir:
         loaded = ModelStore(segmentation_model_dir).load_promoted()
@@ -384,6 +405,8 @@ def main(argv=None) -> int:
     args.dess = str(Path(args.dess).resolve())  # linked into the server's studies folder: absolute
     if not args.no_dess and not Path(args.dess).is_file():
         parser.error(f"--dess {args.dess} is not a file (or give --no-dess to skip the latency part)")
+    if args.label_maps and args.segmentation_model_dir:
+        refuse_knees_seen_in_training(parser, args.segmentation_model_dir, args.label_maps)
     overrides = (args.reach_mm, args.keep_connected, args.follow_click_sign)
     if (any(v is not None for v in overrides) or args.oracle) and not args.no_dess:
         parser.error("--reach-mm/--keep-connected/--follow-click-sign/--oracle change the in-process accuracy run only "

@@ -103,12 +103,17 @@ def real_knees(paths: list[Path], robustness: int, revoxelise: str = "linear") -
                     if r["cab_mm2"] >= MIN_AREA_MM2:
                         o = other.row(r["structure"], r["region"])
                         changes[f"{r['structure']}/{r['region']}"] = 100 * (o["mean_thickness_mm"] / r["mean_thickness_mm"] - 1)
+                # A region the variant left unmeasured (NaN) is listed, not lost inside max() and median().
+                unmeasured = sorted(k for k, v in changes.items() if not np.isfinite(v))
+                changes = {k: v for k, v in changes.items() if np.isfinite(v)}
                 worst = max(changes, key=lambda k: abs(changes[k]))
                 robust.append({"id": path.name.split(".")[0], "variant": name, "side": other.frame.side,
                                "max_abs_change_percent": abs(changes[worst]), "worst_region": worst,
                                "median_abs_change_percent": float(np.median(np.abs(list(changes.values())))),
-                               "regions_over_3_percent": int(sum(abs(v) > 3 for v in changes.values()))})
-                print(f"  {name}: max {abs(changes[worst]):.2f} % ({worst})", flush=True)
+                               "regions_over_3_percent": int(sum(abs(v) > 3 for v in changes.values())),
+                               "regions_unmeasured": unmeasured})
+                print(f"  {name}: max {abs(changes[worst]):.2f} % ({worst})"
+                      + (f"; unmeasured: {unmeasured}" if unmeasured else ""), flush=True)
     return knees, robust
 
 

@@ -27,6 +27,7 @@ import SimpleITK as sitk
 from lib.evaluation.label_maps import read_knee_labels, resample_labels
 from lib.model_store import read_json, write_json_atomically
 from lib.synthesis import draw_parameters, synthesize_pair
+from lib.trainers.training_data import case_id
 from lib.transforms.image_io import write_atomically
 
 CONTRAST_CYCLE = ("dess", "pdfs", "t2", None)
@@ -44,6 +45,15 @@ def knee_of(case: str) -> str:
     """The knee id of a datastore case id (or image file name without suffix)."""
     match = VARIANT_PATTERN.match(case)
     return match.group("knee") if match else case
+
+
+def seen_knees(metrics: dict) -> set[str] | None:
+    """Knees whose images the version trained on or was selected on (validation); None when its record
+    cannot say (damaged or without the lists): then no knee can be called held out."""
+    names = metrics.get("train_cases"), metrics.get("validation_cases")
+    if "damaged" in metrics or not all(isinstance(n, list) for n in names):
+        return None
+    return {knee_of(case_id(name)) for name in names[0] + names[1]}
 
 
 def stable_seed(*parts) -> int:
