@@ -26,8 +26,8 @@ import vtk
 from vtk.util import numpy_support
 
 from .schema import Group, KneeSchema, SchemaError, Structure
-from .terminology import (LABEL_VALUE_TAG, item_color, schema_items, segment_id, segment_schema_value,
-                          terminology_entry)
+from .terminology import (LABEL_VALUE_TAG, SharedStructureError, item_color, schema_items, segment_id,
+                          segment_schema_value, shared_structures, terminology_entry)
 from .volume import PixelVolume
 
 Logic = slicer.vtkSlicerSegmentationsModuleLogic
@@ -204,9 +204,8 @@ def labels_from_segmentation(segmentation_node, reference_volume_node, schema: K
                 holders.setdefault(value, []).append(name)
     labels = reference.with_array(lookup[exported])
     known = {sid: v for sid, v in zip(ids, values) if v is not None}
-    names_of_values = {item.value: item.name for item in schema_items(schema)}
-    shared = {names_of_values[value]: names for value, names in holders.items() if len(names) > 1}
-    return LabelExport(labels, known, unknown, _overlaps(segmentation_node, reference_volume_node), shared)
+    return LabelExport(labels, known, unknown, _overlaps(segmentation_node, reference_volume_node),
+                       shared_structures(holders, schema))
 
 
 def _overlaps(segmentation_node, reference_volume_node) -> dict[str, int]:
@@ -244,18 +243,6 @@ class OverlappingSegmentsError(SchemaError):
         listing = ", ".join(f"'{name}' ({count} voxels)" for name, count in self.overlaps.items())
         super().__init__(f"Segments overlap: {listing}. Remove the overlap (e.g. Segment Editor with "
                          f"'Modify other segments: Overwrite all') before submitting.")
-
-
-class SharedStructureError(SchemaError):
-    """Several segments with voxels stand for one structure: submitted, they would merge into it, and
-    a swap fixed by renaming only one of the two segments would go unnoticed."""
-
-    def __init__(self, shared: dict[str, list[str]]):
-        self.shared = {structure: list(names) for structure, names in shared.items()}
-        listing = "; ".join(f"{', '.join(repr(n) for n in names)} all stand for {structure}"
-                            for structure, names in self.shared.items())
-        super().__init__(f"Several segments stand for one structure: {listing}. Rename each segment to the "
-                         f"structure it shows (or merge them) before submitting.")
 
 
 def require_known_segments(export: LabelExport) -> LabelExport:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from .schema import KneeSchema, SchemaError
-from .terminology import (LABEL_VALUE_TAG, TERMINOLOGY_TAG, item_color, schema_items, segment_id,
-                          segment_schema_value, terminology_entry)
+from .terminology import (LABEL_VALUE_TAG, TERMINOLOGY_TAG, SharedStructureError, item_color, schema_items,
+                          segment_id, segment_schema_value, shared_structures, terminology_entry)
 from .volume import PixelVolume, write_volume_atomically
 
 
@@ -125,11 +125,9 @@ def read_label_file(path, schema: KneeSchema) -> PixelVolume:
     if overlapping:
         raise SchemaError(f"{path}: segments share voxels with earlier ones: {overlapping}; a label map holds "
                           "one structure per voxel, so remove the overlap first")
-    names_of_values = {item.value: item.name for item in schema_items(schema)}
-    shared = [f"{names} are all {names_of_values[value]}" for value, names in holders.items() if len(names) > 1]
-    if shared:  # written as one label they would merge, and a swap fixed half-way would go unnoticed
-        raise SchemaError(f"{path}: several segments stand for one structure: {'; '.join(shared)}. Rename each "
-                          "to the structure it shows (or merge them) first")
+    shared = shared_structures(holders, schema)
+    if shared:
+        raise SharedStructureError(shared, source=str(path))
     return geometry.with_array(out)
 
 

@@ -12,7 +12,7 @@ command-line client writes the very string the Slicer module sets (tested agains
 
 from __future__ import annotations
 
-from .schema import Code, Group, KneeSchema, Structure
+from .schema import Code, Group, KneeSchema, SchemaError, Structure
 
 TERMINOLOGY_TAG = "TerminologyEntry"
 # Our own segment tag: which schema value a segment stands for, kept through renames in Slicer.
@@ -87,6 +87,25 @@ def segment_schema_value(name: str, label_value_tag: str | None, schema: KneeSch
     except ValueError:
         return None
     return tagged if tagged in schema.allowed_values() - {0} else None
+
+
+class SharedStructureError(SchemaError):
+    """Several segments with voxels stand for one structure: written as one label they would merge, and
+    a swap fixed by renaming only one of the two segments would go unnoticed."""
+
+    def __init__(self, shared: dict[str, list[str]], source: str = ""):
+        self.shared = {structure: list(names) for structure, names in shared.items()}
+        listing = "; ".join(f"{', '.join(repr(n) for n in names)} all stand for {structure}"
+                            for structure, names in self.shared.items())
+        super().__init__(f"{source + ': ' if source else ''}Several segments stand for one structure: {listing}. "
+                         "Rename each segment to the structure it shows (or merge them) first.")
+
+
+def shared_structures(holders: dict[int, list[str]], schema: KneeSchema) -> dict[str, list[str]]:
+    """From schema value -> names of the segments with voxels standing for it: structure name -> those
+    names, where more than one segment does (what SharedStructureError refuses)."""
+    names = {item.value: item.name for item in schema_items(schema)}
+    return {names[value]: segments for value, segments in holders.items() if len(segments) > 1}
 
 
 def segment_id(item: Structure | Group) -> str:

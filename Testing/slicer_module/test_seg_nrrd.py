@@ -83,7 +83,7 @@ def test_a_segment_renamed_in_slicer_to_another_structure_reads_back_as_that_str
     femur[5, 0, 0] = True
     mrml_adapter.set_segment_mask(node, "femur", femur, volume_node)
     assert storage.WriteData(node)
-    with pytest.raises(SchemaError, match=r"\['Femur', 'Femur'\] are all Femur"):
+    with pytest.raises(SchemaError, match="'Femur', 'Femur' all stand for Femur"):
         read_label_file(path, schema)
 
 
