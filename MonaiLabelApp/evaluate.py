@@ -173,6 +173,13 @@ def main(argv: list[str] | None = None) -> dict:
         except (OSError, ValueError) as error:
             raise SystemExit(str(error)) from None
         knees = held_out_knees(args, label_files)
+        # Read every map once now: a wrong convention or an empty map met at the 15th knee would stop
+        # the run after hours of segmentation, before any report is written.
+        for knee in knees:
+            try:
+                read_knee_labels(label_files[knee], args.convention)
+            except ValueError as error:
+                raise SystemExit(f"label map of knee {knee}: {error}") from None
     if args.dess_echo1:
         try:
             echoes = read_volume(args.dess_echo1), read_volume(args.dess_echo2)
@@ -242,7 +249,10 @@ def main(argv: list[str] | None = None) -> dict:
             })
             print(f"{knee}: " + ", ".join(f"{k} {s.dice:.3f}" for k, s in scores.items() if s.ok), flush=True)
         summary = summarise(per_case_scores, order)
-        report["held_out"] = {"knees": knees, "cases": cases, "summary": summary,
+        # With --allow-seen-knees the figures are not a test result: say so in the JSON too, not only
+        # per case, so a reader of "mean_dice" alone is not misled.
+        report["held_out"] = {"knees": knees, "test_result": not seen, "seen_in_training": seen,
+                              "cases": cases, "summary": summary,
                               "mean_dice": mean_over_structures(summary, schema)}
         markdown += ["", f"## Held-out knees: synthesised MRIs ({len(knees)} knees)", "",
                      f"Label maps `{args.labels}` ({args.convention})"

@@ -22,13 +22,20 @@ def prediction_agreement(first: sitk.Image, second: sitk.Image, schema) -> dict[
     ``second`` is resampled (nearest neighbour) onto ``first``'s grid when the grids differ."""
     if not same_geometry(first, second):
         second = sitk.Resample(second, first, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    else:
+        # Within same_geometry's tolerance (header rounding of two files of one series) the grids are
+        # one: say so exactly, or score_label_maps' stricter check refuses them after both segmentations.
+        second = sitk.Image(second)
+        second.CopyInformation(first)
     scores = score_label_maps(first, second, schema=schema)
     voxel_ml = float(np.prod(first.GetSpacing())) / 1000.0
     a, b = sitk.GetArrayViewFromImage(first), sitk.GetArrayViewFromImage(second)
     members = schema.group_members()
     result = {}
     for key, score in scores.items():
-        values = members.get(schema.value_of(key), [schema.value_of(key)])
+        value = schema.value_of(key)
+        # A group's volume counts its members and the group value itself, as its Dice does.
+        values = members[value] + [value] if value in members else [value]
         row = score.to_dict()
         row.pop("key")
         row["volume_first_ml"] = round(int(np.isin(a, values).sum()) * voxel_ml, 3)

@@ -2,7 +2,9 @@
 
 Which cases count, per structure (see ``metrics.py`` for the statuses):
 - Dice: every knee whose reference labels the structure. A structure the model missed entirely
-  (``empty_prediction``) counts as Dice 0: leaving it out would flatter the model.
+  (``empty_prediction``) counts as Dice 0, and one with no surface to measure distances on
+  (``no_surface``: a mask filling the field of view) with its Dice: leaving them out would flatter
+  the model.
 - HD95 and ASD: only knees where both sides have the structure (``ok``): a distance to nothing is
   undefined. ``missed`` says how many knees that left out.
 - Knees whose reference does not label the structure at all (e.g. menisci in OAI-ZIB, or the medial/
@@ -18,7 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from lib.evaluation.metrics import EMPTY_PREDICTION, OK, StructureScore
+from lib.evaluation.metrics import EMPTY_PREDICTION, NO_SURFACE, OK, StructureScore
 
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
@@ -35,7 +37,7 @@ def summarise(cases: Sequence[Mapping[str, StructureScore]], order: Sequence[str
     summary = {}
     for key in keys:
         scores = [case[key] for case in cases if key in case]
-        dice = [s.dice for s in scores if s.status in (OK, EMPTY_PREDICTION)]
+        dice = [s.dice for s in scores if s.status in (OK, EMPTY_PREDICTION, NO_SURFACE)]
         hd95 = [s.hd95_mm for s in scores if s.status == OK and not math.isnan(s.hd95_mm)]
         asd = [s.asd_mm for s in scores if s.status == OK and not math.isnan(s.asd_mm)]
         row = {"n": len(dice), "missed": sum(s.status == EMPTY_PREDICTION for s in scores)}

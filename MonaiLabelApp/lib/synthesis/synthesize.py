@@ -104,6 +104,10 @@ def draw_parameters(seed: int, contrast: str | None = None, **options) -> Synthe
 
 def render(labels: sitk.Image, parameters: SynthesisParameters) -> sitk.Image:
     """The image of ``labels`` under ``parameters`` (float32, labels' geometry)."""
+    if labels.GetDimension() != 3 or labels.GetNumberOfComponentsPerPixel() != 1:
+        # Every step below works on (z, y, x) arrays; anything else fails deep inside with an IndexError.
+        raise ValueError(f"synthesis needs a 3D label map of one value per voxel, not a {labels.GetDimension()}D "
+                         f"image with {labels.GetNumberOfComponentsPerPixel()} value(s) per voxel")
     label_array = sitk.GetArrayViewFromImage(labels)
     knee_schema().check_label_values(label_array)
     spacing_zyx = tuple(float(s) for s in reversed(labels.GetSpacing()))
