@@ -80,7 +80,9 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                 (self.ui.measureButton, self.onMeasure), (self.ui.updateButton, self.onUpdate),
                                 (self.ui.undoButton, self.onUndo),
                                 (self.ui.positivePointButton, lambda: self.onPlacePoint(True)),
-                                (self.ui.negativePointButton, lambda: self.onPlacePoint(False))):
+                                (self.ui.negativePointButton, lambda: self.onPlacePoint(False)),
+                                (self.ui.positiveScribbleButton, lambda: self.onPaintScribble(True)),
+                                (self.ui.negativeScribbleButton, lambda: self.onPaintScribble(False))):
             button.connect("clicked(bool)", handler)
         for structure in self.logic.schema.structures:
             self.ui.refineStructureComboBox.addItem(structure.name, structure.key)
@@ -92,6 +94,9 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, lambda *a: self.initializeParameterNode())
         self.initializeParameterNode()
         self.updateGUI()
+
+    def exit(self):
+        self.ui.scribbleEditorWidget.setActiveEffect(None)  # leaving the module ends painting
 
     def cleanup(self):
         self.timer.stop()
@@ -152,6 +157,20 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run(_("Cannot place a point."),
                   lambda: self.logic.placePoint(self.ui.refineStructureComboBox.currentData, positive))
 
+    def onPaintScribble(self, positive):
+        self._run(_("Cannot paint scribbles."), lambda: self._paintScribble(positive))
+
+    def _paintScribble(self, positive):
+        """The embedded Segment Editor's Paint on the scribbles node's foreground (background) segment."""
+        node, volume = self.logic.scribblesNode()
+        editor = self.ui.scribbleEditorWidget
+        if editor.mrmlSegmentEditorNode() is None or editor.mrmlSegmentEditorNode().GetScene() is None:
+            editor.setMRMLSegmentEditorNode(slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode"))
+        editor.setSegmentationNode(node)
+        editor.setSourceVolumeNode(volume)
+        editor.setCurrentSegmentID("foreground" if positive else "background")
+        editor.setActiveEffectByName("Paint")
+
     def onUpdate(self):
         self._run(_("Cannot update the segment."),
                   lambda: self.logic.refine(self.ui.refineStructureComboBox.currentData))
@@ -181,6 +200,7 @@ class KneeAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.measureButton.enabled = not busy  # measuring needs no server
         refinement = self.logic.refinement
         self.ui.updateButton.enabled = connected and not busy and refinement is not None
+        self.ui.positiveScribbleButton.enabled = self.ui.negativeScribbleButton.enabled = refinement is not None
         self.ui.undoButton.enabled = not busy and refinement is not None and len(refinement.undo_stack) > 0
         self.ui.lockCheckBox.checked = refinement is not None and self.ui.refineStructureComboBox.currentData in \
             refinement.locked
@@ -313,15 +333,21 @@ class KneeAILogic(ScriptedLoadableModuleLogic):
         markups.SetActiveList(self._refinement().points_node(structure, positive))
         markups.StartPlaceMode(False)
 
+    def scribblesNode(self):
+        """(the segmentation node scribbles are painted in, the volume they are painted on)."""
+        return self._refinement().scribbles_node(), self._refinement().volume_node
+
     def refine(self, structure):
-        """Update: the server refines ``structure`` around its newest point, off the main thread."""
+        """Update: the server refines ``structure`` from the painted scribbles, or else around its newest
+        point, off the main thread."""
         refinement = self._refinement()
         labels = refinement.export()  # MRML is read here, on the main thread
 
         def refined(result):
             refinement.apply(result, labels)  # only now, on the main thread, the scene and the undo step change
-            return _("{name} updated ({method}).").format(name=self.schema.by_key[structure].name,
-                                                          method=result.params.get("method", "server"))
+            return _("{name} updated from {what} ({method}).").format(
+                name=self.schema.by_key[structure].name, what=_("scribbles") if result.from_scribbles else _("points"),
+                method=result.params.get("method", "server"))
 
         self._start(_("update"), refinement.refine, self.client, structure, labels, on_done=refined)
 

@@ -10,10 +10,12 @@
 - ``UndoStack``: each merge records the voxels it changed and their old values; undo restores them
   (never over a voxel that another segment holds by then, never in a locked segment). A step may also
   name the clicks that produced it, so that whoever holds the clicks can take them back with it.
-- ``refine_segment``: the whole Update on a label array; when the server cannot be reached it raises
-  and the labels the user edited are left untouched (the merge only happens on a complete answer).
-  It returns the merge's record; the caller decides when it becomes an undo step (in Slicer: once
-  the scene has it, not when a worker thread got the answer).
+- ``scribble_request``: the same for painted foreground/background strokes: the painted voxels (thinned
+  to one per millimetre cell), the ROI around them, and that ROI's labels.
+- ``refine_segment`` / ``refine_segment_from_scribbles``: the whole Update on a label array; when the
+  server cannot be reached it raises and the labels the user edited are left untouched (the merge only
+  happens on a complete answer). It returns the merge's record; the caller decides when it becomes an
+  undo step (in Slicer: once the scene has it, not when a worker thread got the answer).
 Arrays are (k, j, i) like PixelVolume's; clicks are (i, j, k).
 """
 
@@ -30,7 +32,15 @@ from .schema import KneeSchema
 from .volume import PixelVolume, VolumeError, read_volume_file, write_volume_atomically
 
 REFINEMENT_MODEL = "knee_refinement"
-REACH_MM = 25.0  # the ROI around the newest click: wider than any click's reach on the server
+SCRIBBLE_MODEL = "knee_scribbles"
+REACH_MM = 25.0  # the ROI around the newest click or the strokes: wider than any reach on the server
+# The server seeds a 1.5 mm ball around every scribble voxel, so one voxel per millimetre cell seeds the
+# same region as the whole stroke (a painted stroke has thousands of voxels; MONAI Label's form field
+# holding the params has a size limit).
+SCRIBBLE_CELL_MM = 1.0
+# The walker's cost grows with the ROI: strokes spanning more than this are refused, not sent (a
+# whole-knee ROI takes minutes on a CPU); an annotator corrects one region per Update.
+MAX_SCRIBBLE_SPAN_MM = 80.0
 
 
 class RefinementError(ValueError):
@@ -79,6 +89,7 @@ class Refinement:
     params: dict
     edit: Edit
     clicks_sent: tuple[int, ...] = ()
+    from_scribbles: bool = False
 
     @property
     def structure(self) -> str:
@@ -175,6 +186,64 @@ def refinement_request(labels: PixelVolume, structure: str, clicks: ClickSet, lo
     return params, np.ascontiguousarray(labels.array[_slices(roi)], dtype=np.uint8)
 
 
+@dataclass(frozen=True)
+class Scribbles:
+    """Painted strokes for one Update: bool masks (k, j, i) on the label map's grid."""
+
+    foreground: np.ndarray
+    background: np.ndarray
+
+    def any(self) -> bool:
+        return bool(self.foreground.any() or self.background.any())
+
+
+def thinned_voxels(mask: np.ndarray, spacing, cell_mm: float = SCRIBBLE_CELL_MM) -> list[tuple[int, int, int]]:
+    """The voxels (i, j, k) of ``mask``, one per ``cell_mm`` cell (the first in array order): what the
+    server needs to seed the same region as the whole stroke."""
+    kji = np.argwhere(mask)
+    if not len(kji):
+        return []
+    cells = np.floor(kji * np.asarray(spacing, float)[::-1] / cell_mm).astype(np.int64)
+    _, first = np.unique(cells, axis=0, return_index=True)
+    return [tuple(int(c) for c in kji[n][::-1]) for n in np.sort(first)]
+
+
+def scribble_request(labels: PixelVolume, structure: str, scribbles: Scribbles, locked: set[str], schema: KneeSchema,
+                     reach_mm: float = REACH_MM) -> tuple[dict, np.ndarray]:
+    """(params, ROI labels) for an Update of ``structure`` from painted strokes: a foreground stroke says
+    "this is the structure", a background one "this is not"."""
+    if structure not in schema.by_key:
+        raise RefinementError(f"Unknown structure {structure!r}")
+    name = schema.by_key[structure].name
+    if structure in locked:
+        raise RefinementError(f"'{name}' is locked: unlock it to refine it")
+    shape = labels.array.shape
+    for mask in (scribbles.foreground, scribbles.background):
+        if mask.shape != shape:
+            raise RefinementError(f"The scribbles' grid {list(mask.shape[::-1])} is not the image's "
+                                  f"{list(shape[::-1])}")
+    painted = np.argwhere(scribbles.foreground | scribbles.background)
+    if not len(painted):
+        raise RefinementError(f"No scribbles to update '{name}' from: paint a foreground or background stroke")
+    spacing = np.asarray(labels.spacing, float)
+    span_mm = (painted.max(axis=0) - painted.min(axis=0))[::-1] * spacing
+    if span_mm.max() > MAX_SCRIBBLE_SPAN_MM:
+        raise RefinementError(f"The scribbles span {span_mm.max():.0f} mm (at most {MAX_SCRIBBLE_SPAN_MM:.0f} mm per "
+                              "Update): update one region at a time")
+    reach = np.ceil(reach_mm / spacing).astype(int)
+    lo = np.maximum(painted.min(axis=0)[::-1] - reach, 0)
+    hi = np.minimum(painted.max(axis=0)[::-1] + reach + 1, np.array(shape[::-1]))
+    roi = (tuple(int(v) for v in lo), tuple(int(v) for v in hi))
+    params = {
+        "structure": structure,
+        "foreground": [list(p) for p in thinned_voxels(scribbles.foreground, labels.spacing)],
+        "background": [list(p) for p in thinned_voxels(scribbles.background, labels.spacing)],
+        "roi": [list(roi[0]), list(roi[1])],
+        "locked": sorted(locked),
+    }
+    return params, np.ascontiguousarray(labels.array[_slices(roi)], dtype=np.uint8)
+
+
 def merge_into_segment(labels: np.ndarray, roi, block: np.ndarray, value: int, locked_values: set[int],
                        structure: str = "") -> Edit:
     """Writes the server's ROI block into ``labels`` (in place) for structure ``value`` only, and
@@ -196,13 +265,11 @@ def merge_into_segment(labels: np.ndarray, roi, block: np.ndarray, value: int, l
     return edit
 
 
-def refine_segment(client: KneeAIClient, image_id: str, labels: PixelVolume, structure: str, clicks: ClickSet,
-                   locked: set[str], schema: KneeSchema) -> Refinement:
-    """One Update: asks the server and merges its answer into ``labels.array`` (in place) for
-    ``structure`` only. Returns the server's params with the merge's record (push it on an UndoStack
-    to make it undoable) and the clicks sent. Any failure (server unreachable, server error, bad answer)
-    raises before ``labels`` is touched."""
-    params, block = refinement_request(labels, structure, clicks, locked, schema)
+def _ask_and_merge(client: KneeAIClient, model: str, image_id: str, labels: PixelVolume, structure: str,
+                    params: dict, block: np.ndarray, locked: set[str], schema: KneeSchema) -> tuple[dict, Edit]:
+    """Sends the ROI ``block`` and ``params`` to ``model``, merges the answer into ``labels.array`` (in place)
+    for ``structure`` only; returns the server's params and the merge's record. Any failure raises before
+    ``labels`` is touched."""
     lo = params["roi"][0]
     # The ROI block with its own geometry: a file the server could also read on its own.
     origin_lps = np.asarray(labels.origin) + np.asarray(labels.direction, float).reshape(3, 3) @ (
@@ -210,7 +277,7 @@ def refine_segment(client: KneeAIClient, image_id: str, labels: PixelVolume, str
     roi_volume = PixelVolume(block, labels.spacing, tuple(float(v) for v in origin_lps), labels.direction)
     with tempfile.TemporaryDirectory(prefix="kneeai-refine-") as tmp:
         label_file = write_volume_atomically(roi_volume, Path(tmp) / "roi_label.nii.gz")
-        result = client.infer(image_id=image_id, model=REFINEMENT_MODEL, params=params, label_file=label_file)
+        result = client.infer(image_id=image_id, model=model, params=params, label_file=label_file)
     try:
         answer = read_volume_file(result.label_path).array
     finally:
@@ -220,4 +287,23 @@ def refine_segment(client: KneeAIClient, image_id: str, labels: PixelVolume, str
     value = schema.by_key[structure].value
     locked_values = {schema.by_key[k].value for k in locked}
     edit = merge_into_segment(labels.array, params["roi"], np.asarray(answer), value, locked_values, structure)
-    return Refinement(result.params, edit, tuple(clicks_to_send(clicks.of(structure), params["roi"])))
+    return result.params, edit
+
+
+def refine_segment(client: KneeAIClient, image_id: str, labels: PixelVolume, structure: str, clicks: ClickSet,
+                   locked: set[str], schema: KneeSchema) -> Refinement:
+    """One Update: asks the server and merges its answer into ``labels.array`` (in place) for
+    ``structure`` only. Returns the server's params with the merge's record (push it on an UndoStack
+    to make it undoable) and the clicks sent. Any failure (server unreachable, server error, bad answer)
+    raises before ``labels`` is touched."""
+    params, block = refinement_request(labels, structure, clicks, locked, schema)
+    answer, edit = _ask_and_merge(client, REFINEMENT_MODEL, image_id, labels, structure, params, block, locked, schema)
+    return Refinement(answer, edit, tuple(clicks_to_send(clicks.of(structure), params["roi"])))
+
+
+def refine_segment_from_scribbles(client: KneeAIClient, image_id: str, labels: PixelVolume, structure: str,
+                                  scribbles: Scribbles, locked: set[str], schema: KneeSchema) -> Refinement:
+    """One Update from painted strokes, with ``refine_segment``'s guarantees."""
+    params, block = scribble_request(labels, structure, scribbles, locked, schema)
+    answer, edit = _ask_and_merge(client, SCRIBBLE_MODEL, image_id, labels, structure, params, block, locked, schema)
+    return Refinement(answer, edit, from_scribbles=True)

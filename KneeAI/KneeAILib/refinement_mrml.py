@@ -15,6 +15,11 @@ while the server works, and an Update that is cancelled or fails leaves no undo 
 writes back the segment as it was before the last applied Update and deletes the points that produced
 that Update (the server makes every click's voxel follow its sign, so a point left standing would redo
 part of the undone change at the next Update); it refuses while that segment is locked.
+
+Scribbles: the annotator paints foreground/background strokes (Segment Editor's Paint) into the two
+segments of a separate segmentation node (``scribbles_node``), so they are never submitted as labels.
+When strokes are painted, an Update refines from them instead of the points (``knee_scribbles``), and
+once it is applied the strokes it used are erased (those painted while the server worked stay).
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from typing import Callable
 import numpy as np
 
 from . import mrml_adapter
-from .refinement import ClickSet, Edit, Refinement, RefinementError, UndoStack, refine_segment
+from .refinement import (ClickSet, Edit, Refinement, RefinementError, Scribbles, UndoStack, refine_segment,
+                         refine_segment_from_scribbles)
 from .schema import KneeSchema
 from .terminology import segment_id
 from .volume import PixelVolume
@@ -37,6 +43,11 @@ OTHER = 255  # in _scene_labels: a voxel of a segment the schema does not know (
 # A markups point as a click of an undo step: (positive, control point ID, voxel (i, j, k) when sent).
 PointClick = tuple[bool, str, tuple[int, int, int]]
 
+SCRIBBLES_NODE_NAME = "KneeAI scribbles"
+# Segment ID -> (name, colour) of the scribbles node's two segments; "foreground" is the positive one.
+SCRIBBLE_SEGMENTS = {"foreground": ("Foreground scribble", (0.1, 0.8, 0.1)),
+                     "background": ("Background scribble", (0.9, 0.1, 0.1))}
+
 
 @dataclass(frozen=True)
 class Snapshot(PixelVolume):
@@ -46,6 +57,7 @@ class Snapshot(PixelVolume):
     clicks: ClickSet = field(default_factory=ClickSet)
     points: dict = field(default_factory=dict)  # structure -> [PointClick, ...], in ``clicks.of`` order
     refused: dict = field(default_factory=dict)  # structure -> why one of its points cannot be sent
+    scribbles: Scribbles | None = None  # the strokes painted then; None when there are none
 
 
 @dataclass
@@ -63,6 +75,7 @@ class SceneRefinement:
     # (structure, positive, control point ID) -> when it was placed: points of two nodes in one order.
     _placed_at: dict = field(default_factory=dict, repr=False)
     _placements: itertools.count = field(default_factory=itertools.count, repr=False)
+    _scribbles_node: object = field(default=None, repr=False)
 
     def points_node(self, structure: str, positive: bool):
         """The markups node of ``structure``'s positive (or negative) points; the points in it are the
@@ -84,6 +97,48 @@ class SceneRefinement:
         mrml_adapter.observe_points_placed(node, lambda caller, index: self._placed(structure, positive, caller, index))
         self._points_nodes[key] = node
         return node
+
+    def scribbles_node(self):
+        """The segmentation node the annotator paints strokes into (segments "foreground" and "background",
+        see SCRIBBLE_SEGMENTS), on the volume's grid. A node of the same name left by an earlier case is
+        replaced: its strokes belong to that case."""
+        node = self._scribbles_node
+        if node is not None and node.GetScene() is not None:
+            return node
+        scene = self.volume_node.GetScene()
+        earlier = scene.GetFirstNodeByName(SCRIBBLES_NODE_NAME)
+        if earlier is not None:
+            scene.RemoveNode(earlier)
+        node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", SCRIBBLES_NODE_NAME)
+        node.CreateDefaultDisplayNodes()
+        node.SetReferenceImageGeometryParameterFromVolumeNode(self.volume_node)
+        for sid, (name, colour) in SCRIBBLE_SEGMENTS.items():
+            node.GetSegmentation().AddEmptySegment(sid, name, colour)
+        self._scribbles_node = node
+        return node
+
+    def _painted(self) -> Scribbles | None:
+        """The strokes standing in the scribbles node (main thread); None when nothing is painted."""
+        node = self._scribbles_node
+        if node is None or node.GetScene() is None:
+            return None
+        masks = [mrml_adapter.segment_mask(node, sid, self.volume_node)
+                 if node.GetSegmentation().GetSegment(sid) is not None else None for sid in SCRIBBLE_SEGMENTS]
+        shape = next((m.shape for m in masks if m is not None), None)
+        if shape is None:  # the annotator deleted both segments
+            return None
+        scribbles = Scribbles(*(m if m is not None else np.zeros(shape, bool) for m in masks))
+        return scribbles if scribbles.any() else None
+
+    def _erase_strokes(self, used: Scribbles) -> None:
+        """Erases the strokes an applied Update used; strokes painted since stay."""
+        node = self._scribbles_node
+        if node is None or node.GetScene() is None:
+            return
+        for sid, mask in zip(SCRIBBLE_SEGMENTS, (used.foreground, used.background)):
+            if node.GetSegmentation().GetSegment(sid) is not None and mask.any():
+                now = mrml_adapter.segment_mask(node, sid, self.volume_node)
+                mrml_adapter.set_segment_mask(node, sid, now & ~mask, self.volume_node)
 
     def _placed(self, structure: str, positive: bool, node, index: int) -> None:
         """A point got its position (placed, or placed again after its position was cleared): it is now
@@ -128,15 +183,19 @@ class SceneRefinement:
 
     def export(self) -> Snapshot:
         """The segmentation as a schema label map on the volume's grid, with the clicks as the points stand
-        now (main thread: reads MRML)."""
+        now and the strokes painted now (main thread: reads MRML)."""
         labels = mrml_adapter.labels_from_segmentation(self.segmentation_node, self.volume_node, self.schema).labels
         clicks, points, refused = self._standing_points()
-        return Snapshot(labels.array, labels.spacing, labels.origin, labels.direction, clicks, points, refused)
+        return Snapshot(labels.array, labels.spacing, labels.origin, labels.direction, clicks, points, refused,
+                        self._painted())
 
     def refine(self, client, structure: str, labels: Snapshot) -> Refinement:
         """The server's refinement merged into ``labels.array`` (the ``export`` snapshot) for ``structure``
-        only, from the snapshot's clicks (any thread: no MRML, no shared state changed). Any failure
-        raises before ``labels`` changes."""
+        only, from the snapshot's strokes when any were painted, else from its clicks (any thread: no
+        MRML, no shared state changed). Any failure raises before ``labels`` changes."""
+        if labels.scribbles is not None:
+            return refine_segment_from_scribbles(client, self.image_id, labels, structure, labels.scribbles,
+                                                 self.locked, self.schema)
         if structure in labels.refused:
             raise RefinementError(f"{labels.refused[structure]}: move that point into the volume or delete it")
         return refine_segment(client, self.image_id, labels, structure, labels.clicks, self.locked, self.schema)
@@ -163,11 +222,13 @@ class SceneRefinement:
         mask.reshape(-1)[indices] = labels.array.reshape(-1)[indices] == item.value
         mrml_adapter.set_segment_mask(self.segmentation_node, segment_id(item), mask, self.volume_node)
         self.undo_stack.push(edit)
+        if refinement.from_scribbles and labels.scribbles is not None:
+            self._erase_strokes(labels.scribbles)
         return len(indices)
 
     def update(self, client, structure: str) -> dict:
-        """The three steps in one call: refines ``structure`` from its clicks; on any failure the scene is
-        left as it was. Returns the server's params."""
+        """The three steps in one call: refines ``structure`` from its strokes or clicks; on any failure the
+        scene is left as it was. Returns the server's params."""
         labels = self.export()
         refinement = self.refine(client, structure, labels)
         self.apply(refinement, labels)

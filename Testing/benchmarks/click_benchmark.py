@@ -2,7 +2,7 @@
 
     .venv/bin/python Testing/benchmarks/click_benchmark.py [--knees 3] [--label-maps FILE=CONVENTION ...]
         [--refinement-model-dir DIR] [--segmentation-model-dir DIR] [--device cpu|cuda] [--max-clicks 10]
-        [--dess PATH | --no-dess] [--during-training] [--out-dir .kneeai/bench]
+        [--dess PATH | --no-dess] [--dess-clicks N] [--dess-scribbles N] [--during-training] [--out-dir .kneeai/bench]
         [--reach-mm R] [--[no-]keep-connected] [--[no-]follow-click-sign] [--oracle]   (with --no-dess)
 
 1. Accuracy (held-out knees, in process, the server's own refinement code): knees synthesised from
@@ -16,6 +16,8 @@
 2. Latency on the real DESS (512x512x80), end to end: a real server process, KneeAILib's Update
    (ROI cut, upload of the ROI labels, refinement, answer, merge into one segment), on CPU; or on the
    GPU with --device cuda. The DESS has no labels, so clicks go to random voxels of its central part.
+   Then --dess-scribbles scribble Updates (knee_scribbles): a 30 mm stroke with a 3 mm brush on one
+   slice, at random places of the central part, foreground and background in turn.
    --during-training: the same while the server trains the click network in its background task
    process (on synthesised knees, into a copy of the model folder), i.e. what an annotator gets
    while a submitted correction retrains the model; set KNEEAI_BACKGROUND_NICENESS=0 for the server
@@ -257,7 +259,7 @@ def dess_latency(args, schema) -> dict:
     """Update round trips through a real server on the real DESS."""
     from kneeai_testing import ServerPool
     from KneeAILib.client import KneeAIClient
-    from KneeAILib.refinement import ClickSet, refine_segment
+    from KneeAILib.refinement import ClickSet, Scribbles, refine_segment, refine_segment_from_scribbles
     from KneeAILib.volume import read_volume_file
 
     with tempfile.TemporaryDirectory(prefix="kneeai-click-bench-") as tmp:
@@ -303,6 +305,20 @@ def dess_latency(args, schema) -> dict:
                 times.append(time.perf_counter() - started)
                 methods.add(refinement.params.get("method"))
                 devices.add(refinement.params.get("device"))
+            # Scribble Updates: a 30 mm stroke painted with a 3 mm brush on one slice, foreground and
+            # background in turn, at random places (what Segment Editor's Paint makes in one drag).
+            scribble_times = []
+            half = int(round(15.0 / image.spacing[0]))
+            brush = [max(int(round(1.5 / s)), 1) for s in image.spacing]
+            for n in range(args.dess_scribbles):
+                k, j, i = (int(rng.integers(s // 4, 3 * s // 4)) for s in shape)
+                stroke = np.zeros(shape, bool)
+                stroke[k, max(j - brush[1], 0):j + brush[1] + 1, max(i - half, 0):i + half + 1] = True
+                nothing = np.zeros(shape, bool)
+                scribbles = Scribbles(stroke, nothing) if n % 2 == 0 else Scribbles(nothing, stroke)
+                started = time.perf_counter()
+                refine_segment_from_scribbles(client, "dess", volume, "femoral_cartilage", scribbles, set(), schema)
+                scribble_times.append(time.perf_counter() - started)
             still_training = bool(client.train_status()) if training else False
         finally:
             if training:
@@ -317,7 +333,11 @@ def dess_latency(args, schema) -> dict:
             "background_niceness": os.environ.get("KNEEAI_BACKGROUND_NICENESS", "10") if args.during_training else None,
             "first_click_s": round(times[0], 3),
             "p50_s": round(float(np.percentile(warm, 50)), 3), "p95_s": round(float(np.percentile(warm, 95)), 3),
-            "max_s": round(float(np.max(warm)), 3), "seconds": [round(t, 3) for t in times]}
+            "max_s": round(float(np.max(warm)), 3), "seconds": [round(t, 3) for t in times],
+            "scribble_updates": len(scribble_times),
+            "scribble_p50_s": round(float(np.percentile(scribble_times, 50)), 3) if scribble_times else None,
+            "scribble_p95_s": round(float(np.percentile(scribble_times, 95)), 3) if scribble_times else None,
+            "scribble_seconds": [round(t, 3) for t in scribble_times]}
 
 
 def start_background_training(client) -> bool:
@@ -363,6 +383,10 @@ def markdown(result: dict) -> str:
                   f"{dess['clicks']} clicks, first {dess['first_click_s']} s (reads the image), then "
                   f"(n = {dess['warm_clicks']}) p50 {dess['p50_s']} s, p95 {dess['p95_s']} s, max {dess['max_s']} s; "
                   f"server device {', '.join(map(str, dess['server_device']))}."]
+        if dess.get("scribble_updates"):
+            lines += ["", "Scribble Updates (a 30 mm stroke, 3 mm brush, foreground and background in turn): "
+                      f"n = {dess['scribble_updates']}, p50 {dess['scribble_p50_s']} s, "
+                      f"p95 {dess['scribble_p95_s']} s."]
     return "\n".join(lines) + "\n"
 
 
@@ -387,6 +411,8 @@ def main(argv=None) -> int:
                         help="the truth as the proposal, written back as the refiner would: the write-back's ceiling")
     parser.add_argument("--dess", default=str(DESS))
     parser.add_argument("--no-dess", action="store_true")
+    parser.add_argument("--dess-scribbles", type=int, default=11,
+                        help="scribble Updates timed on the real DESS after the clicks (0: none)")
     parser.add_argument("--dess-clicks", type=int, default=21,
                         help="Updates on the DESS (at least 3: the first, which reads the image, is reported apart)")
     parser.add_argument("--during-training", action="store_true",
@@ -397,6 +423,8 @@ def main(argv=None) -> int:
 
     if args.max_clicks < max(clicks for clicks, _ in TARGETS.values()):
         parser.error(f"--max-clicks must be at least {max(clicks for clicks, _ in TARGETS.values())} (the targets' clicks)")
+    if args.dess_scribbles < 0:
+        parser.error("--dess-scribbles must be 0 or more")
     if args.dess_clicks < 3:
         parser.error("--dess-clicks must be at least 3 (the first Update is reported apart; p50/p95 need the rest)")
     if args.reach_mm is not None and not 0 < args.reach_mm <= REACH_MM:

@@ -86,6 +86,10 @@ def test_ui_has_every_widget_the_module_uses_and_binds_the_parameter_node():
     source = (MODULE / "KneeAI.py").read_text()
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     assert used and used <= set(widgets), f"missing in the .ui: {sorted(used - set(widgets))}"
+    # Slicer's UI loader builds a class that is not Qt's own only from its <customwidget> declaration.
+    declared = {c.findtext("class") for c in ui.iter("customwidget")}
+    custom = {w.get("class") for w in widgets.values() if not w.get("class").startswith("Q")}
+    assert custom <= declared, f"not declared as custom widgets: {sorted(custom - declared)}"
     bound = {w.find("property[@name='SlicerParameterName']/string").text: name for name, w in widgets.items()
              if w.find("property[@name='SlicerParameterName']") is not None}
     tree = ast.parse(source)
@@ -105,7 +109,8 @@ def test_ui_has_every_widget_the_module_uses_and_binds_the_parameter_node():
 
 def test_module_file_is_thin_and_handlers_show_errors():
     source = (MODULE / "KneeAI.py").read_text()
-    assert len(source.splitlines()) <= 430  # the in-Slicer self-test takes ~75 lines, measuring ~25, points ~60
+    # The in-Slicer self-test takes ~75 lines, measuring ~25, points and scribbles ~85.
+    assert len(source.splitlines()) <= 460
     tree = ast.parse(source)
     widget = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "KneeAIWidget")
     handlers = [f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name.startswith("on")]

@@ -161,13 +161,14 @@ class KneeRefinement(_OneStructureTask):
 
 class KneeScribbles(_OneStructureTask):
     """Foreground/background scribbles for one structure (``foreground``/``background``: the painted
-    voxels [i, j, k]) -> random walker over the scribbles' reach (see lib/interactive/scribbles.py)."""
+    voxels [i, j, k]; either may be empty: a background stroke alone removes what it touches) -> random
+    walker over the scribbles' reach (see lib/interactive/scribbles.py)."""
 
     def __call__(self, request) -> tuple[str, dict]:
         t0 = time.perf_counter()
-        image, array, labels, parsed = self._inputs(request)
-        if not parsed.foreground:
-            raise RequestError("No foreground scribble: paint at least one voxel of the structure", 400)
+        image, array, labels, parsed = self._inputs(request, need_clicks=False)
+        if not (parsed.foreground or parsed.background):
+            raise RequestError("No scribbles: give the painted 'foreground' or 'background' voxels", 400)
         spacing_zyx = tuple(image.GetSpacing()[::-1])
         new, summary = refine_with_scribbles(array, labels, parsed.value, parsed.in_roi(parsed.foreground),
                                              parsed.in_roi(parsed.background), spacing_zyx)
