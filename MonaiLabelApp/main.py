@@ -15,7 +15,6 @@ from typing import Any
 
 from fastapi import HTTPException
 from monailabel.interfaces.app import MONAILabelApp
-from monailabel.tasks.activelearning.random import Random
 
 try:
     from KneeAILib.schema import KneeSchema
@@ -23,6 +22,7 @@ except ImportError:  # running from a source checkout without the package instal
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "KneeAI"))
     from KneeAILib.schema import KneeSchema
 
+from lib.activelearning.hand_outs import RandomUnreserved
 from lib.activelearning.uncertainty import MostUncertain
 from lib.background_priority import lower_priority_if_background_task
 from lib.configs.knee_segmentation import fine_tune_overrides, model_config_from_conf
@@ -110,7 +110,7 @@ class KneeAIApp(MONAILabelApp):
         return {"knee_uncertainty": self._uncertainty}
 
     def init_strategies(self):
-        return {"random": Random(), "knee_uncertainty": MostUncertain(self._uncertainty)}
+        return {"random": RandomUnreserved(), "knee_uncertainty": MostUncertain(self._uncertainty)}
 
     def info(self) -> dict[str, Any]:
         meta = super().info()

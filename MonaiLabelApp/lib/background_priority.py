@@ -40,5 +40,21 @@ def lower_priority_if_background_task() -> int:
     wanted = background_niceness()
     if is_background_task_process() and current < wanted:
         current = os.nice(wanted - current)
+        _lower_started_threads(wanted)
         logger.info(f"Background task process: CPU niceness {current}, interactive requests go first")
     return current
+
+
+def _lower_started_threads(niceness: int) -> None:
+    """Linux sets the niceness of the calling thread only: threads started before (numpy's OpenBLAS pool
+    starts when numpy is imported, one thread per further core) kept competing with the server at full
+    priority. Threads started later take the niceness of the thread that starts them."""
+    tasks = "/proc/self/task"
+    if not os.path.isdir(tasks):
+        return
+    for tid in os.listdir(tasks):
+        try:
+            if os.getpriority(os.PRIO_PROCESS, int(tid)) < niceness:
+                os.setpriority(os.PRIO_PROCESS, int(tid), niceness)
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue

@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from fastapi import HTTPException
 from filelock import FileLock
-from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore, LocalDatastoreModel
 
 from KneeAILib.atomic_files import write_text_atomically
 from lib.transforms.image_io import InputError, read_upload, same_geometry, volume_suffix, write_atomically
@@ -47,9 +47,85 @@ def check_id(value: str, what: str = "image id") -> str:
 
 
 class KneeDatastore(LocalDatastore):
+    """Several processes hold a datastore on one studies folder: the server, and MONAI Label's scoring and
+    training task processes. MONAI Label keeps the record (datastore_v2.json) in memory and rewrites it
+    whole from there, so one process's write dropped what another had written since it last read the
+    record (a label submitted while the scoring task ran vanished from the record; the scores that task
+    wrote were dropped at the server's next write, and the server never saw them). Every change here is
+    made to the record as it is on disk, under the lock, and reads take up what other processes wrote."""
+
     def __init__(self, datastore_path: str, schema, **kwargs):
         self.schema = schema
+        self._record_seen = None
         super().__init__(datastore_path, **kwargs)
+
+    # -- the record shared with other processes ------------------------------------------------------
+    def _record_signature(self):
+        try:
+            stat = os.stat(self._datastore_config_path)
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def _reload(self, always: bool = False) -> None:
+        """Reads the record again if another process replaced it since this one read or wrote it
+        (``always``: in any case; for changes, made while holding the lock)."""
+        signature = self._record_signature()
+        if signature is None or (signature == self._record_seen and not always):
+            return
+        try:
+            with open(self._datastore_config_path, encoding="utf-8") as f:
+                record = LocalDatastoreModel.model_validate_json(f.read())
+        except (OSError, ValueError) as e:  # as MONAI Label does: go on with the record held here
+            logger.error(f"Cannot read {self._datastore_config_path} ({e}); keeping the record held in memory")
+            self._record_seen = signature
+            return
+        record.base_path = self._datastore_path
+        self._datastore = record
+        self._record_seen = signature
+        self._config_ts = os.stat(self._datastore_config_path).st_mtime
+
+    def get_image_info(self, image_id: str) -> dict[str, Any]:
+        self._reload()
+        return super().get_image_info(image_id)
+
+    def get_label_info(self, label_id: str, label_tag: str) -> dict[str, Any]:
+        self._reload()
+        return super().get_label_info(label_id, label_tag)
+
+    def get_labeled_images(self, label_tag=None, labels=None) -> list[str]:
+        self._reload()
+        return super().get_labeled_images(label_tag, labels)
+
+    def get_unlabeled_images(self, label_tag=None, labels=None) -> list[str]:
+        self._reload()
+        return super().get_unlabeled_images(label_tag, labels)
+
+    def list_images(self) -> list[str]:
+        self._reload()
+        return super().list_images()
+
+    def json(self):
+        self._reload()
+        return super().json()
+
+    def update_image_info(self, image_id: str, info: dict[str, Any]) -> None:
+        with FileLock(self._lock_file):
+            self._reload(always=True)
+            obj = self._datastore.objects.get(image_id)
+            if not obj:
+                raise RejectedInput(f"Image {image_id!r} not found", 404)
+            obj.image.info.update(info)
+            self._update_datastore_file(lock=False)
+
+    def update_label_info(self, label_id: str, label_tag: str, info: dict[str, Any]) -> None:
+        with FileLock(self._lock_file):
+            self._reload(always=True)
+            label = self._datastore.label(label_id, label_tag)
+            if not label:
+                raise RejectedInput(f"Label {label_id!r} with tag {label_tag!r} not found", 404)
+            label.info.update(info)
+            self._update_datastore_file(lock=False)
 
     # -- images --------------------------------------------------------------------------------
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
@@ -72,6 +148,7 @@ class KneeDatastore(LocalDatastore):
         name = self._filename(image_id, suffix)
         dest = Path(self._datastore.image_path()) / name
         with FileLock(self._lock_file):
+            self._reload(always=True)
             write_atomically(image, dest)
             info = dict(image_info or {})
             info.update({"ts": int(time.time()), "name": name})
@@ -89,6 +166,7 @@ class KneeDatastore(LocalDatastore):
             text = json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str)
             write_text_atomically(Path(self._datastore_config_path), text)
             self._config_ts = os.stat(self._datastore_config_path).st_mtime
+            self._record_seen = self._record_signature()
 
         if lock:
             with FileLock(self._lock_file):
@@ -114,6 +192,10 @@ class KneeDatastore(LocalDatastore):
         label_dir = Path(self._datastore.label_path(label_tag))
         name = self._filename(image_id, LABEL_SUFFIX)
         with FileLock(self._lock_file):
+            self._reload(always=True)
+            obj = self._datastore.objects.get(image_id)
+            if not obj:
+                raise RejectedInput(f"Image {image_id!r} not found", 404)
             write_atomically(label, label_dir / name)
             info = dict(label_info or {})
             info.update({"ts": int(time.time()), "name": name})

@@ -51,6 +51,18 @@ def read_json(path: Path) -> dict | None:
                           "afresh") from e
 
 
+def read_record(path: Path) -> dict | None:
+    """``read_json`` for a file that must hold a JSON object (a version's metrics, the training progress):
+    anything else (a list, a number, null, written by hand) is a damaged file, not a crash of /info."""
+    data = read_json(path)
+    if data is None and not path.exists():
+        return None
+    if not isinstance(data, dict):
+        raise DamagedFile(f"{path} holds {type(data).__name__}, not a record; restore it, or move it away to "
+                          "start that record afresh")
+    return data
+
+
 class ModelStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -61,7 +73,8 @@ class ModelStore:
     def versions(self) -> list[str]:
         if not self.versions_dir.is_dir():
             return []
-        found = [p.name for p in self.versions_dir.iterdir() if VERSION_PATTERN.fullmatch(p.name) and (p / "model.pt").is_file()]
+        found = [p.name for p in self.versions_dir.iterdir()
+                 if VERSION_PATTERN.fullmatch(p.name) and (p / "model.pt").is_file()]
         return sorted(found, key=lambda v: int(v[1:]))
 
     def new_version(self) -> str:
@@ -87,7 +100,7 @@ class ModelStore:
         """The version's record (validation Dice, options); a damaged one reads as {"damaged": reason}: it
         informs, nothing is decided on it (promotion measures the incumbent again)."""
         try:
-            return read_json(self.versions_dir / version / "metrics.json")
+            return read_record(self.versions_dir / version / "metrics.json")
         except DamagedFile as e:
             logger.warning(str(e))
             return {"damaged": str(e)}
@@ -134,7 +147,7 @@ class ModelStore:
     def training_stats(self) -> dict:
         """The last run's progress, the promoted version and every version's validation mean Dice."""
         try:
-            stats = read_json(self.root / "train_stats.json") or {}
+            stats = read_record(self.root / "train_stats.json") or {}
         except DamagedFile as e:  # progress display only, rewritten at the next epoch: say so, show the rest
             logger.warning(str(e))
             stats = {"damaged": str(e)}

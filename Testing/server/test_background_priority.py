@@ -37,3 +37,21 @@ def test_a_bad_niceness_setting_is_refused_with_its_name(monkeypatch, value):
     monkeypatch.setenv("KNEEAI_BACKGROUND_NICENESS", value)
     with pytest.raises(ValueError, match="KNEEAI_BACKGROUND_NICENESS"):
         background_niceness()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="per-thread niceness is read from Linux's /proc")
+def test_threads_started_before_the_task_lowers_its_priority_are_lowered_too():
+    """numpy's OpenBLAS pool starts at import, before the app lowers the task's priority; Linux lowered the
+    calling thread only, and the pool's threads kept competing with the server at full priority."""
+    code = ("import os, sys, threading; sys.path.insert(0, sys.argv[1]); "
+            "started = threading.Event(); stop = threading.Event(); "
+            "threading.Thread(target=lambda: (started.set(), stop.wait()), daemon=True).start(); started.wait(); "
+            "import lib.background_priority as bp; bp.is_background_task_process = lambda: True; "
+            "bp.lower_priority_if_background_task(); "
+            "print(sorted(os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir('/proc/self/task')))")
+    done = subprocess.run([sys.executable, "-c", code, str(APP_DIR)], capture_output=True, text=True,
+                          env={**os.environ, "KNEEAI_BACKGROUND_NICENESS": "10", "OPENBLAS_NUM_THREADS": "1"},
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    niceness = [int(n) for n in done.stdout.strip().strip("[]").split(",")]
+    assert len(niceness) >= 2 and set(niceness) == {max(10, os.nice(0))}

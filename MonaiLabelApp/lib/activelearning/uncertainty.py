@@ -7,8 +7,8 @@ import logging
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
-from lib.infers.knee_segmentation import pick_device
-from lib.scoring.tta_uncertainty import SCORE_KEY, TTAUncertaintyScoring
+from lib.activelearning.hand_outs import candidates
+from lib.scoring.tta_uncertainty import TTAUncertaintyScoring
 
 logger = logging.getLogger(__name__)
 
@@ -19,17 +19,15 @@ class MostUncertain(Strategy):
         self.scoring = scoring
 
     def __call__(self, request, datastore: Datastore):
-        images = datastore.get_unlabeled_images()
-        if not images:
+        free = candidates(datastore, datastore.get_unlabeled_images())  # not with another annotator
+        if not free:
             return None
-        # Scores made by an older model version (or none yet) are refreshed first, so the choice
-        # always reflects the model in use.
-        version, _ = self.scoring.infer.segmenter(pick_device(request.get("device")))
-        self.scoring.score_images(datastore, self.scoring.stale_images(datastore, version), request.get("device"))
-        scored = {
-            image_id: datastore.get_image_info(image_id).get(SCORE_KEY, {}).get("score")
-            for image_id in images
-        }
+        # Scores made by another model version or other weights (or none yet) are refreshed first, so the
+        # choice always reflects the model in use.
+        version, stamp, _ = self.scoring.current_model(request.get("device"))
+        self.scoring.score_images(datastore, self.scoring.stale_images(datastore, version, stamp, free),
+                                  request.get("device"))
+        scored = {i: self.scoring.current_score(datastore.get_image_info(i), version, stamp) for i in free}
         scored = {k: v for k, v in scored.items() if v is not None}
         if not scored:
             return None
