@@ -11,7 +11,7 @@
   (never over a voxel that another segment holds by then, never in a locked segment). A step may also
   name the clicks that produced it, so that whoever holds the clicks can take them back with it.
 - ``scribble_request``: the same for painted foreground/background strokes: the painted voxels (thinned
-  to one per millimetre cell), the ROI around them, and that ROI's labels.
+  to one per 0.87 mm cell), the ROI around them, and that ROI's labels.
 - ``refine_segment`` / ``refine_segment_from_scribbles``: the whole Update on a label array; when the
   server cannot be reached it raises and the labels the user edited are left untouched (the merge only
   happens on a complete answer). It returns the merge's record; the caller decides when it becomes an
@@ -34,10 +34,10 @@ from .volume import PixelVolume, VolumeError, read_volume_file, write_volume_ato
 REFINEMENT_MODEL = "knee_refinement"
 SCRIBBLE_MODEL = "knee_scribbles"
 REACH_MM = 25.0  # the ROI around the newest click or the strokes: wider than any reach on the server
-# The server seeds a 1.5 mm ball around every scribble voxel, so one voxel per millimetre cell seeds the
-# same region as the whole stroke (a painted stroke has thousands of voxels; MONAI Label's form field
+# The server seeds a 1.5 mm ball around every scribble voxel, so one voxel per cell whose diagonal is
+# 1.5 mm seeds every painted voxel (a painted stroke has thousands of voxels; MONAI Label's form field
 # holding the params has a size limit).
-SCRIBBLE_CELL_MM = 1.0
+SCRIBBLE_CELL_MM = 1.5 / 3 ** 0.5
 # The walker's cost grows with the ROI: strokes spanning more than this are refused, not sent (a
 # whole-knee ROI takes minutes on a CPU); an annotator corrects one region per Update.
 MAX_SCRIBBLE_SPAN_MM = 80.0

@@ -39,12 +39,12 @@ def test_the_request_thins_the_strokes_but_seeds_the_same_region_and_its_roi_hol
         sent = np.array(params[name])
         assert 0 < len(sent) < np.count_nonzero(mask) / 2, "the painted voxels are not thinned"
         assert all(mask[k, j, i] for i, j, k in sent), "a voxel that was not painted was sent"
-        # Every painted voxel lies within a cell's diagonal of a sent one: the server's 1.5 mm seed balls
-        # around the sent voxels cover the stroke.
+        # Every painted voxel lies within 1.5 mm of a sent one: the server's 1.5 mm seed balls around the
+        # sent voxels cover the whole stroke.
         painted_mm = np.argwhere(mask)[:, ::-1] * SPACING
         sent_mm = sent * SPACING
         nearest = np.min(np.linalg.norm(painted_mm[:, None, :] - sent_mm[None, :, :], axis=2), axis=1)
-        assert nearest.max() <= np.sqrt(3) + 1e-6
+        assert nearest.max() <= 1.5 + 1e-6
     (lo, hi) = params["roi"]
     painted = np.argwhere(foreground | background)[:, ::-1]
     reach = np.ceil(REACH_MM / np.asarray(SPACING)).astype(int)
@@ -54,9 +54,9 @@ def test_the_request_thins_the_strokes_but_seeds_the_same_region_and_its_roi_hol
     assert block.shape == tuple(b - a for a, b in zip(lo, hi))[::-1]
 
 
-def test_thinning_keeps_one_voxel_per_millimetre_cell():
+def test_thinning_keeps_one_voxel_per_cell():
     mask = np.ones((5, 10, 10), bool)  # 4 x 4 x 4 mm at 0.4 x 0.4 x 0.8 mm
-    voxels = thinned_voxels(mask, SPACING)
+    voxels = thinned_voxels(mask, SPACING, cell_mm=1.0)
     assert len(voxels) == 4 * 4 * 4
     cells = {tuple(int(c) for c in np.floor(np.array(v) * SPACING)) for v in voxels}
     assert len(cells) == len(voxels)

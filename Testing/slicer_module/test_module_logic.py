@@ -131,3 +131,27 @@ def test_an_image_id_of_another_server_is_uploaded_not_reused(logic, logic_serve
     assert logic.session.state is State.SEGMENTED, logic.messages
     assert logic.session.image_id != case  # uploaded: a new image, not the first server's id
     assert mrml_adapter.case_image_id(volume, other) == logic.session.image_id
+
+
+def test_an_update_with_painted_scribbles_refines_from_them_and_uses_them_up(logic):
+    """The module's scribbles: strokes painted in the node ``scribblesNode`` hands the Segment Editor, then
+    Update (the Logic's refine): that segment gains the painted voxels, the strokes are erased, Undo works."""
+    node, volume = segmented_case(logic)
+    before = mrml_adapter.segment_mask(node, "femoral_cartilage", volume)
+    labels_before = mrml_adapter.labels_from_segmentation(node, volume, logic.schema).labels.array
+    scribbles, painted_on = logic.scribblesNode()
+    assert painted_on is volume and logic.scribblesNode()[0] is scribbles  # one node per case
+    stroke = np.zeros(before.shape, bool)
+    k, j, i = (s // 2 for s in before.shape)
+    stroke[k, j - 1:j + 2, i - 3:i + 4] = True
+    mrml_adapter.set_segment_mask(scribbles, "foreground", stroke, volume)
+    run(logic, logic.refine, "femoral_cartilage")
+    message, error = logic.messages[-1]
+    assert not error and "updated from scribbles" in message, logic.messages
+    after = mrml_adapter.segment_mask(node, "femoral_cartilage", volume)
+    # Every painted voxel no other segment held is cartilage now (other segments never change).
+    free = stroke & np.isin(labels_before, (0, logic.schema.value_of("femoral_cartilage")))
+    assert free.any() and after[free].all()
+    assert not mrml_adapter.segment_mask(scribbles, "foreground", volume).any()
+    logic.undoRefinement()
+    assert np.array_equal(mrml_adapter.segment_mask(node, "femoral_cartilage", volume), before)
