@@ -151,6 +151,15 @@ def test_scores_are_made_again_when_the_promoted_version_is_saved_again_with_bet
         assert datastore.get_image_info(image_id)["knee_uncertainty"]["score"] == score
 
 
+def test_an_image_without_contrast_is_not_scored(studies, uncertainty):
+    """A constant image (or NaN voxels) gave a score from NaN probabilities; it is skipped, the others scored."""
+    flat = sitk.GetImageFromArray(np.full(SHAPE, 100.0, np.float32))
+    flat.SetSpacing((2.0, 2.0, 2.0))
+    sitk.WriteImage(flat, str(studies / "knee_flat.nii.gz"))
+    scored = uncertainty[2]({"device": "cpu"}, open_datastore(studies))["scored"]
+    assert set(scored) == {"knee_0", "knee_1", "knee_2"}
+
+
 # -- DICOM folders in the studies folder ---------------------------------------------------------------------
 def test_a_dicom_folder_is_imported_beside_a_study_whose_name_begins_with_its_own(tmp_path):
     """'knee1' was taken for imported because 'knee10.nii.gz' matched the pattern knee1*.nii.gz; a folder

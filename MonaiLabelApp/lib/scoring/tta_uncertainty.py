@@ -17,7 +17,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
 from lib.infers.knee_segmentation import KneeSegmentation, pick_device, weights_on_disk
-from lib.transforms.image_io import InputError, read_volume
+from lib.transforms.image_io import InputError, check_intensities, read_volume
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ class TTAUncertaintyScoring(ScoringMethod):
         scores = {}
         for image_id in image_ids:
             try:
-                probabilities = segmenter.coarse_tta_probabilities(read_volume(datastore.get_image_uri(image_id)))
+                image = check_intensities(read_volume(datastore.get_image_uri(image_id)), image_id)  # NaN: no score
+                probabilities = segmenter.coarse_tta_probabilities(image)
             except InputError as e:
                 logger.warning(f"Cannot score {image_id}: {e}")
                 continue

@@ -18,6 +18,8 @@ import SimpleITK as sitk
 from KneeAILib.atomic_files import replace_atomically
 from KneeAILib.volume import VolumeError, read_dicom_images
 
+from lib.transforms.working_grid import world_box
+
 logger = logging.getLogger(__name__)
 
 # Files the server reads as volumes (uploads: single self-contained files only, check_upload). DICOM
@@ -25,6 +27,7 @@ logger = logging.getLogger(__name__)
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 MAX_VOXELS = 1024**3 // 4  # a quarter gigavoxel (640³): far above any knee MRI (a 512×512×160 DESS is 42 M)
 MAX_BYTES = 1024**3  # the voxels as stored: a few MB of gzipped zeros can declare gigabytes
+MAX_FIELD_OF_VIEW_MM = 500.0  # per world axis; knee MRIs are 100-250 mm, a 500 mm one is 333³ coarse voxels
 
 
 class InputError(ValueError):
@@ -62,7 +65,20 @@ def read_volume(path: str | Path, echo: int | None = None) -> sitk.Image:
     except RuntimeError as e:
         raise InputError(f"{path.name}: not a readable medical image ({_first_line(e)})") from e
     check_complete(path, image)
-    return check_volume(image, path.name)
+    return check_volume(_one_echo(image, echo, path.name), path.name)
+
+
+def _one_echo(image: sitk.Image, echo: int | None, name: str) -> sitk.Image:
+    """The ``echo``-th (1-based) volume of a 4D file (echoes or time points along its 4th axis); a 3D
+    file has one echo only: asking it for another must not silently answer with the first."""
+    echoes = image.GetSize()[3] if image.GetDimension() == 4 else 1
+    index = 0 if echo is None else echo - 1
+    if not 0 <= index < echoes:
+        raise InputError(f"{name}: echo {echo} requested, the image has {echoes} echo(es)")
+    if image.GetDimension() != 4:
+        return image
+    size = list(image.GetSize())
+    return sitk.Extract(image, size[:3] + [0], [0, 0, 0, index])
 
 
 # What a client may upload: one self-contained file. A detached header (.nhdr, .mhd) or a header that
@@ -171,6 +187,25 @@ def check_volume(image: sitk.Image, name: str) -> sitk.Image:
         raise InputError(f"{name}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected 1")
     if min(image.GetSpacing()) <= 0:
         raise InputError(f"{name}: spacing {image.GetSpacing()} is not positive")
+    extent = world_box(image).extent
+    if extent.max() > MAX_FIELD_OF_VIEW_MM:
+        # The whole field of view is resampled at the coarse spacing: a few voxels with a huge spacing
+        # (or a wrong spacing unit) took tens of gigabytes of memory.
+        raise InputError(f"{name}: a field of view of {' x '.join(f'{e:.0f}' for e in extent)} mm (size "
+                         f"{size}, spacing {tuple(round(s, 4) for s in image.GetSpacing())} mm) is larger than "
+                         f"any knee MRI (at most {MAX_FIELD_OF_VIEW_MM:.0f} mm)")
+    return image
+
+
+def check_intensities(image: sitk.Image, name: str) -> sitk.Image:
+    """Refuses an MRI whose voxels cannot be normalised: NaN or infinite voxels (every network output
+    would be NaN: an all-background answer) or a constant image (no contrast, no anatomy)."""
+    array = sitk.GetArrayViewFromImage(image)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise InputError(f"{name}: {bad} voxel(s) are NaN or infinite; an MRI has finite intensities")
+    if array.min() == array.max():
+        raise InputError(f"{name}: every voxel is {array.flat[0]}; a constant image holds no anatomy")
     return image
 
 
