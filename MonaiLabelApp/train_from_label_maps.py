@@ -197,6 +197,15 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--variants and --validation-variants need at least one image per knee")
     if args.validation_knees is not None and args.validation_knees < 0:
         parser.error("--validation-knees cannot be negative")
+    # Without --fold every knee trains: a split given then would be ignored, its test knees trained on.
+    if args.fold is None and (args.split or args.folds != 5 or args.cv_seed != 0):
+        parser.error("--split, --folds and --cv-seed choose the knees of a fold: give --fold K too "
+                     "(without --fold every knee in LABEL_DIR trains)")
+    # Options of the other model's task would reach no task: refused rather than dropped without a word.
+    if args.model == MODEL and args.synthetic_cases:
+        parser.error(f"--synthetic-cases is an option of --model {REFINEMENT}; {MODEL} trains on the datastore only")
+    if args.model == REFINEMENT and args.val_interval != 1:
+        parser.error(f"--val-interval is an option of --model {MODEL}; {REFINEMENT} validates after every epoch")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.time()
@@ -205,7 +214,11 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--out {args.out} is a file; give a work folder")
     conf = parse_conf(args.conf)
     request = training_request(args, parse_train_options(args.train_option, training_defaults(args.model)[0]))
-    config = model_config_from_conf(conf) if args.model == MODEL else click_config_from_conf(conf)
+    try:  # the app reads both (KneeAIApp): a bad value of either stops the command here, before synthesis
+        configs = {MODEL: model_config_from_conf(conf), REFINEMENT: click_config_from_conf(conf)}
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    config = configs[args.model]
     if args.working_spacing_mm is not None:
         spacing_mm = args.working_spacing_mm
     else:
@@ -217,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:  # where the app keeps click-network versions when its model_dir is WORKDIR/model
         trained_dir = Path(refinement_model_dir(str(APP_DIR), {"model_dir": str(model_dir)}))
     try:
-        ModelStore(trained_dir).check_start(args.init)
+        ModelStore(trained_dir).check_start(request["init"])  # --init, or a --train-option init=... over it
     except ValueError as error:
         raise SystemExit(f"--init: {error}") from None
     try:
@@ -229,6 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
     # -- which knees -------------------------------------------------------------------------------
     knees = list(label_files)
     split_file = None
+    split_knees: set[str] = set()
     test_knees: list[str] = []
     if args.fold is not None:
         split_file = Path(args.split) if args.split else workdir / "cv_split.json"
@@ -238,6 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
         except (OSError, ValueError) as error:
             raise SystemExit(f"--split/--fold: {error}") from None
         test_knees = [k for k in split.test_knees(args.fold) if k in label_files]
+        split_knees = set(split.fold_of)
         knees = [k for k in split.train_knees(args.fold) if k in label_files]
     conventions = {k: args.convention for k in knees}
     cross_validated = list(knees)
@@ -248,6 +263,9 @@ def main(argv: list[str] | None = None) -> dict:
         extra = knee_id(file_name)
         if extra in label_files:  # also catches a test knee given again under --extra
             raise SystemExit(f"--extra {file_name}: knee id {extra!r} is already in {args.label_dir}")
+        if extra in split_knees:  # a knee of the split whose file is not in LABEL_DIR: maybe a test knee
+            raise SystemExit(f"--extra {file_name}: knee id {extra!r} is a knee of the split {split_file}; "
+                             "a knee of the split trains or is tested by its fold, never as an extra")
         label_files[extra], conventions[extra] = Path(file_name), convention
         knees.append(extra)
     # Every map that will be read is checked before the work folder is committed to this plan: a bad
@@ -297,6 +315,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     version = summary["version"]
     metrics = read_json(trained_dir / "versions" / version / "metrics.json") or {}
+    # The configuration the saved weights were trained with: continuing a version keeps its networks'
+    # spacings and filters whatever this command's --conf says (lib/trainers), so --conf is no record of it.
+    trained_config = ModelStore(trained_dir).load_version(version)["config"]
     record = {
         "command": "train_from_label_maps " + " ".join(argv if argv is not None else sys.argv[1:]),
         "version": version,
@@ -317,7 +338,8 @@ def main(argv: list[str] | None = None) -> dict:
         "images": {"train": sum(1 for m in manifest if m["knee"] not in validation),
                    "validation": sum(1 for m in manifest if m["knee"] in validation)},
         "working_spacing_mm": spacing_mm,
-        "model_config": config.to_dict(),
+        "model_config": trained_config,
+        "started_from": (metrics.get("options") or {}).get("started_from"),  # None: from scratch
         "epochs": summary.get("epochs", args.epochs),
         "iterations_per_epoch": args.iterations_per_epoch,
         "best_epoch": summary["best_epoch"],

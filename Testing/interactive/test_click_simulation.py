@@ -175,10 +175,10 @@ def test_mean_over_clicks_keeps_the_last_dice_when_the_structure_was_right_early
 
 
 def test_one_synthesised_knee_in_four_validates_and_one_always_trains():
-    from lib.trainers.knee_refinement import split_synthetic
+    from lib.trainers.knee_refinement import validating_share
 
-    assert split_synthetic([]) == ([], [])
-    assert split_synthetic(["a"]) == (["a"], [])  # one knee trains (the trainer validates on what it has)
-    assert split_synthetic(list("ab")) == (["a"], ["b"])
-    assert split_synthetic(list("abcdef")) == (list("abcde"), ["f"])  # the first knees train as before
-    assert split_synthetic(list("abcdefgh")) == (list("abcdef"), ["g", "h"])
+    assert validating_share(0) == 0
+    assert validating_share(1) == 0  # one knee trains (the trainer validates on what it has)
+    assert validating_share(2) == 1
+    assert validating_share(6) == 1
+    assert validating_share(8) == 2

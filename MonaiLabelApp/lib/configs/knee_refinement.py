@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from KneeAILib.refinement import REACH_MM
 
 from lib.interactive.network import ClickNetConfig
+from lib.networks import SIZE_MULTIPLE
 
 REFINEMENT = "knee_refinement"
 CONF_OPTIONS = ("refinement_model_dir", "refinement_filters", "refinement_patch",
@@ -32,16 +34,32 @@ def click_config_from_conf(conf: dict) -> ClickNetConfig:
     defaults = ClickNetConfig()
     values = {}
     if "refinement_filters" in conf:
-        values["init_filters"] = int(conf["refinement_filters"])
+        values["init_filters"] = _whole(conf["refinement_filters"], "refinement_filters", "a whole number of 1 or more")
+        if values["init_filters"] < 1:
+            raise ValueError(f"--conf refinement_filters: expected 1 or more, got {conf['refinement_filters']!r}")
     if "refinement_patch" in conf:
-        parts = [int(p) for p in str(conf["refinement_patch"]).split(",") if p.strip()]
-        if len(parts) != 3:
-            raise ValueError(f"--conf refinement_patch: expected 'z,y,x', got {conf['refinement_patch']!r}")
+        expected = f"'z,y,x', positive multiples of {SIZE_MULTIPLE} voxels (the network halves a crop three times)"
+        parts = [_whole(p, "refinement_patch", expected) for p in str(conf["refinement_patch"]).split(",") if p.strip()]
+        if len(parts) != 3 or any(p < 1 or p % SIZE_MULTIPLE for p in parts):
+            raise ValueError(f"--conf refinement_patch: expected {expected}, got {conf['refinement_patch']!r}")
         values["patch"] = tuple(parts)
     if "refinement_reach_mm" in conf:
-        reach = float(conf["refinement_reach_mm"])
+        try:
+            reach = float(conf["refinement_reach_mm"])
+        except ValueError:
+            reach = math.nan  # refused below, with the range
         if not 1.0 <= reach <= REACH_MM:
             raise ValueError(f"--conf refinement_reach_mm: expected 1-{REACH_MM:g} (mm; the client sends the "
                              f"region within {REACH_MM:g} mm of a click), got {conf['refinement_reach_mm']!r}")
         values["radius_mm"] = reach
     return ClickNetConfig(**{**defaults.to_dict(), **values})
+
+
+def _whole(text, name: str, expected: str) -> int:
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not number.is_integer():  # NaN and infinity too
+        raise ValueError(f"--conf {name}: expected {expected}, got {text!r}")
+    return int(number)

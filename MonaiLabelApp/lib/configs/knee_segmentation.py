@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from lib.networks import KneeModelConfig
+import math
+
+from lib.networks import SIZE_MULTIPLE, KneeModelConfig
 
 # name -> (KneeModelConfig field or None, help). Values arrive as strings from the command line.
 CONF_OPTIONS = {
@@ -29,8 +31,33 @@ def _parse(value: str, like):
         parts = [p for p in str(value).replace(" ", "").split(",") if p]
         if len(parts) != 3:
             raise ValueError(f"expected three comma-separated numbers, got {value!r}")
-        return tuple(type(like[0])(float(p)) if isinstance(like[0], int) else float(p) for p in parts)
-    return type(like)(float(value)) if isinstance(like, int) else type(like)(value)
+        return tuple(_number(p, value, isinstance(like[0], int)) for p in parts)
+    return _number(value, value, isinstance(like, int))
+
+
+def _number(text, value, integer: bool):
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number) or (integer and not number.is_integer()):
+        raise ValueError(f"expected {'whole' if integer else 'finite'} numbers, got {value!r}")
+    return int(number) if integer else number
+
+
+def _check(name: str, value) -> None:
+    """Values the networks cannot work with stop the server (or the training command) at once, not at the
+    first training step after minutes of synthesis: no voxel, spacing or filter count below one, and training
+    crops that SegResNet's three halvings divide (multiples of 8)."""
+    values = value if isinstance(value, tuple) else (value,)
+    if name == "roi_margin_mm":
+        if values[0] < 0:
+            raise ValueError(f"must be 0 or more (mm), got {value}")
+    elif any(v <= 0 for v in values) or (name.endswith("_filters") and value < 1):
+        raise ValueError(f"must be more than 0, got {value}")
+    if name.endswith("_patch") and any(v % SIZE_MULTIPLE for v in values):
+        raise ValueError(f"must be multiples of {SIZE_MULTIPLE} voxels (the network halves a crop three "
+                         f"times), got {value}")
 
 
 def model_config_from_conf(conf: dict) -> KneeModelConfig:
@@ -40,6 +67,7 @@ def model_config_from_conf(conf: dict) -> KneeModelConfig:
         if field_name and name in conf:
             try:
                 values[field_name] = _parse(conf[name], getattr(defaults, field_name))
+                _check(name, values[field_name])
             except ValueError as e:
                 raise ValueError(f"--conf {name}: {e}") from e
     return KneeModelConfig(**values)

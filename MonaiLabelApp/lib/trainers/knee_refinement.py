@@ -70,22 +70,36 @@ def _case_arrays(image: sitk.Image, labels: sitk.Image) -> tuple[np.ndarray, np.
             tuple(image.GetSpacing()[::-1]))
 
 
-def synthetic_cases(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray, tuple]]:
+def synthetic_cases(n: int, seed: int, role: str = "train") -> list[tuple[np.ndarray, np.ndarray, tuple]]:
+    """``n`` phantom knees. Training and validation phantoms come from separate seed spaces, so a phantom
+    that validates never trained in any run of the same seed, whatever its ``synthetic_cases`` (with one
+    list split by position, the knee that validated with 4 had trained with 8, in the run continued)."""
+    from lib.evaluation.training_datastore import stable_seed
     from lib.synthesis import make_knee_phantom, synthesize_pair
 
     cases = []
     for k in range(n):
-        image, labels = synthesize_pair(make_knee_phantom(10_000 + seed * 100 + k), 20_000 + seed * 100 + k)
+        if role == "train":
+            knee_seed, image_seed = 10_000 + seed * 100 + k, 20_000 + seed * 100 + k
+        else:
+            knee_seed, image_seed = (stable_seed("refinement phantom", role, what, seed, k)
+                                     for what in ("knee", "image"))
+        image, labels = synthesize_pair(make_knee_phantom(knee_seed), image_seed)
         cases.append(_case_arrays(image, labels))
     return cases
 
 
-def split_synthetic(cases: list) -> tuple[list, list]:
-    """(training, validation) of the synthesised knees: the last one in four validates (at least one,
-    when there are two or more). They are the only validation knees with menisci, split tibial plates
-    and fibula, and one knee alone makes a noisy score for those (BENCHMARKS.md, Interactive)."""
-    held = max(1, len(cases) // 4) if len(cases) > 1 else 0
-    return cases[:len(cases) - held], cases[len(cases) - held:]
+def validating_share(n: int) -> int:
+    """How many of ``n`` synthesised knees validate: one in four (at least one, when there are two or
+    more). They are the only validation knees with menisci, split tibial plates and fibula, and one knee
+    alone makes a noisy score for those (BENCHMARKS.md, Interactive)."""
+    return max(1, n // 4) if n > 1 else 0
+
+
+def split_synthetic(n: int, seed: int) -> tuple[list, list]:
+    """(training, validation) synthesised knees of ``n`` (``validating_share`` of them validate)."""
+    held = validating_share(n)
+    return synthetic_cases(n - held, seed), synthetic_cases(held, seed, role="validation")
 
 
 def _crop(arrays, centre_zyx, patch):
@@ -201,11 +215,12 @@ class KneeRefinementTrainer(TrainTask):
         train_items, val_items = fixed_split(datalist, self.store.root / "split.json") if datalist else ([], [])
         train = [_case_arrays(*load_pair(item, self.schema)) for item in (train_items or val_items)]
         validation = [_case_arrays(*load_pair(item, self.schema)) for item in val_items]
-        synthetic_train, synthetic_validation = split_synthetic(synthetic_cases(int(options["synthetic_cases"]), seed))
+        synthetic_train, synthetic_validation = split_synthetic(int(options["synthetic_cases"]), seed)
         train += synthetic_train
         validation += synthetic_validation
         if not train:
             raise ValueError("No labelled images in the datastore and synthetic_cases is 0: nothing to train on")
+        validated_on_training_data = not validation  # said in the record, as the segmentation task does
         validation = validation or train[:1]
 
         config, network, started_from = self._initial(options["init"])
@@ -217,7 +232,8 @@ class KneeRefinementTrainer(TrainTask):
         epochs, iterations = int(options["max_epochs"]), int(options["iterations_per_epoch"])
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * iterations))
         scaler = grad_scaler(device)
-        logger.info(f"Training refinement {version} on {device}: {len(train)} train / {len(validation)} validation cases")
+        logger.info(f"Training refinement {version} on {device}: {len(train)} train / {len(validation)} "
+                    "validation cases")
         # A network is promoted only when it beats what the server runs without one (the random walker)
         # on the same held-out protocol: training must never make interactive correction worse.
         clicks = int(options["validation_clicks"])
@@ -270,6 +286,7 @@ class KneeRefinementTrainer(TrainTask):
                     "options": {**options, "started_from": started_from}, "config": config.to_dict(),
                     "validation": f"mean Dice over simulated clicks 1-{options['validation_clicks']}",
                     "random_walker_baseline": baseline, "promotion_bar": bar,
+                    "validated_on_training_data": validated_on_training_data,
                     "seconds": round(time.time() - started, 1), "history": history})
                 if dice["mean_dice"] > max(bar.values()):
                     self.store.promote(version, dice["mean_dice"])
@@ -277,7 +294,8 @@ class KneeRefinementTrainer(TrainTask):
             self.store.write_training_stats({
                 "version": version, "status": "running", "epoch": epoch, "max_epochs": epochs, "loss": record["loss"],
                 "val_dice": dice["dice"], "device": str(device), "start_ts": started})
-        summary = {"version": version, "status": "done", "promoted": (self.store.promoted() or {}).get("version") == version,
+        summary = {"version": version, "status": "done",
+                   "promoted": (self.store.promoted() or {}).get("version") == version,
                    "best_epoch": best.get("epoch"), "mean_dice": best["mean_dice"],
                    "random_walker_mean_dice": baseline["mean_dice"], "promotion_bar": bar, "device": str(device),
                    "seconds": round(time.time() - started, 1), "niceness": os.nice(0)}

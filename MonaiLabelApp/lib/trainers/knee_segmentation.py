@@ -78,7 +78,7 @@ class KneeSegmentationTrainer(TrainTask):
         if not train_items:
             train_items = val_items
         validation_items = val_items or train_items
-        networks, started_from = self._initial_networks(options["init"])
+        networks, started_from = self._initial_networks(options["init"], seed)
         config = networks.config
         networks.to(device)
         # The promoted model is measured again on THIS run's validation cases: its stored score may come
@@ -166,11 +166,12 @@ class KneeSegmentationTrainer(TrainTask):
         logger.info(f"Training finished: {summary}")
         return summary
 
-    def _initial_networks(self, init: str) -> tuple[KneeNetworks, str | None]:
-        """(networks, the version they start from, or None from scratch)."""
+    def _initial_networks(self, init: str, seed: int = 0) -> tuple[KneeNetworks, str | None]:
+        """(networks, the version they start from, or None from scratch: initial weights drawn with the
+        run's ``seed``; KneeNetworks.create reseeds torch, so without it every seed began alike)."""
         loaded = self.store.load_start(init)
         if loaded is None:
-            return KneeNetworks.create(self.default_config), None
+            return KneeNetworks.create(self.default_config, seed=seed), None
         logger.info(f"Fine-tuning from version {loaded[0]}")
         networks = KneeNetworks.from_state(loaded[1])
         changed = {k: v for k, v in self.fine_tune_overrides.items() if getattr(networks.config, k) != v}

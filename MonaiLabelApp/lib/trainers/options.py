@@ -31,6 +31,8 @@ def checked_options(request: dict, defaults: dict, ranges: dict[str, tuple]) -> 
             if not lowest <= value <= highest:
                 bounds = f"at least {lowest:g}" if highest == math.inf else f"between {lowest:g} and {highest:g}"
                 raise OptionError(f"Training option {key} must be {bounds}, not {value}")
+        elif isinstance(default, str) and not isinstance(value, str):  # JSON of a /train request: 5, null, [...]
+            raise OptionError(f"Training option {key} must be text (default {default!r}), not {value!r}")
         elif isinstance(default, str) and key in ranges and value not in ranges[key]:
             raise OptionError(f"Training option {key} must be one of {', '.join(ranges[key])}, not {value!r}")
         options[key] = value

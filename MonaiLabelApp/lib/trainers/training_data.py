@@ -38,20 +38,37 @@ def case_id(path: str) -> str:
 
 def fixed_split(datalist: list[dict], split_file: Path) -> tuple[list[dict], list[dict]]:
     """(train, validation). Assignments persist in ``split_file``; at least one case validates when
-    there are two or more."""
+    there are two or more knees. The unit is the knee (``knee_of``: the synthesised variants
+    ``<knee>__vNN`` of one knee are one knee, any other image is its own): a new image takes the side its
+    knee's images already have, a new knee is placed by a hash of its id. Split by image, variants of a
+    validation knee trained, and the Dice that promotes was measured on a knee the model had learned."""
+    from lib.evaluation.training_datastore import knee_of  # imports this module
+
     assigned: dict[str, str] = (read_json(split_file) or {}).get("assigned", {})
     cases = {case_id(d["image"]): d for d in datalist}
-    new = sorted((c for c in cases if c not in assigned), key=lambda c: hashlib.sha1(c.encode()).hexdigest())
+    knees = {knee_of(c) for c in cases}
+    side_of_knee = {}
+    for c in sorted(cases):
+        if c in assigned:
+            side_of_knee.setdefault(knee_of(c), assigned[c])
+    new = sorted((c for c in cases if c not in assigned),
+                 key=lambda c: (hashlib.sha1(knee_of(c).encode()).hexdigest(), c))
     for c in new:
-        digest = int(hashlib.sha1(c.encode()).hexdigest(), 16)
-        has_validation = any(side == "validation" for k, side in assigned.items() if k in cases)
-        if not has_validation and len(cases) >= 2:
-            assigned[c] = "validation"
-        else:
-            assigned[c] = "validation" if digest % VALIDATION_EVERY == 0 else "train"
-    # With two cases both could end up in validation: keep at least one to train on.
+        knee = knee_of(c)
+        if knee not in side_of_knee:
+            digest = int(hashlib.sha1(knee.encode()).hexdigest(), 16)
+            has_validation = any(side == "validation" for k, side in assigned.items() if k in cases)
+            if not has_validation and len(knees) >= 2:
+                side_of_knee[knee] = "validation"
+            else:
+                side_of_knee[knee] = "validation" if digest % VALIDATION_EVERY == 0 else "train"
+        assigned[c] = side_of_knee[knee]
+    # With two knees both could end up in validation: keep at least one knee (all its images) to train on.
     if cases and all(assigned[c] == "validation" for c in cases):
-        assigned[sorted(cases)[-1]] = "train"
+        last = knee_of(sorted(cases)[-1])
+        for c in cases:
+            if knee_of(c) == last:
+                assigned[c] = "train"
     write_json_atomically(split_file, {"assigned": assigned})
     train = [cases[c] for c in sorted(cases) if assigned[c] == "train"]
     validation = [cases[c] for c in sorted(cases) if assigned[c] == "validation"]
