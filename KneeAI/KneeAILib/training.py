@@ -49,7 +49,12 @@ class TrainingProgress:
         return min(1.0, self.epoch / self.max_epochs)
 
     def lines(self) -> list[str]:
-        state = "running" if self.running else (self.status or "no training yet")
+        if self.running:
+            state = "running"
+        elif self.status == "running":  # the trainer's last word, but no task runs: stopped or failed
+            state = "stopped before its last epoch"
+        else:
+            state = self.status or "no training yet"
         out = [f"Model in use: {self.model_version}", f"Training: {state}"]
         if self.version:
             out.append(f"Run {self.version}: epoch {self.epoch or 0}/{self.max_epochs or '?'}"

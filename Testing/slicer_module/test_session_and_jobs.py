@@ -168,3 +168,6 @@ def test_training_progress_from_the_servers_report():
     assert "Model in use: v0002" in text and "epoch 3/10" in text and "femur: 0.910" in text
     idle = TrainingProgress.from_server({"model_version": "untrained"}, None)
     assert not idle.running and idle.fraction == 0.0 and "no training yet" in "\n".join(idle.lines())
+    # The trainer wrote "running" at its last epoch, then was stopped (or failed): no task runs any more.
+    stopped = TrainingProgress.from_server(info, None)
+    assert "Training: stopped before its last epoch" in stopped.lines() and "Training: running" not in stopped.lines()
