@@ -137,13 +137,24 @@ def check_click(ijk, shape_kji) -> tuple[int, int, int]:
     return ijk
 
 
-def roi_around(ijk, shape_kji, spacing, reach_mm: float = REACH_MM) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(lower, upper) voxel indices (i, j, k; upper exclusive) within ``reach_mm`` of a click."""
+def roi_around(ijk, shape_kji, spacing, reach_mm: float = REACH_MM,
+               upper_ijk=None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(lower, upper) voxel indices (i, j, k; upper exclusive) within ``reach_mm`` of a click, or of the
+    box from ``ijk`` to ``upper_ijk`` (inclusive) when given."""
     reach = np.ceil(reach_mm / np.asarray(spacing, float)).astype(int)
     size = np.array(shape_kji[::-1])
     lo = np.maximum(np.array(ijk) - reach, 0)
-    hi = np.minimum(np.array(ijk) + reach + 1, size)
+    hi = np.minimum(np.array(ijk if upper_ijk is None else upper_ijk) + reach + 1, size)
     return tuple(int(v) for v in lo), tuple(int(v) for v in hi)
+
+
+def _check_refinable(structure: str, locked: set[str], schema: KneeSchema) -> str:
+    """The structure's name, once it is known to the schema and not locked."""
+    if structure not in schema.by_key:
+        raise RefinementError(f"Unknown structure {structure!r}")
+    if structure in locked:
+        raise RefinementError(f"'{schema.by_key[structure].name}' is locked: unlock it to refine it")
+    return schema.by_key[structure].name
 
 
 def clicks_to_send(placed, roi) -> list[int]:
@@ -164,13 +175,10 @@ def _slices(roi) -> tuple[slice, slice, slice]:
 def refinement_request(labels: PixelVolume, structure: str, clicks: ClickSet, locked: set[str], schema: KneeSchema,
                        reach_mm: float = REACH_MM) -> tuple[dict, np.ndarray]:
     """(params, ROI labels) for an Update of ``structure`` after its newest click."""
-    if structure not in schema.by_key:
-        raise RefinementError(f"Unknown structure {structure!r}")
-    if structure in locked:
-        raise RefinementError(f"'{schema.by_key[structure].name}' is locked: unlock it to refine it")
+    name = _check_refinable(structure, locked, schema)
     placed = clicks.of(structure)
     if not placed:
-        raise RefinementError(f"No clicks on '{schema.by_key[structure].name}' yet")
+        raise RefinementError(f"No clicks on '{name}' yet")
     shape = labels.array.shape
     last = check_click(placed[-1][0], shape)
     roi = roi_around(last, shape, labels.spacing, reach_mm)
@@ -212,11 +220,7 @@ def scribble_request(labels: PixelVolume, structure: str, scribbles: Scribbles, 
                      reach_mm: float = REACH_MM) -> tuple[dict, np.ndarray]:
     """(params, ROI labels) for an Update of ``structure`` from painted strokes: a foreground stroke says
     "this is the structure", a background one "this is not"."""
-    if structure not in schema.by_key:
-        raise RefinementError(f"Unknown structure {structure!r}")
-    name = schema.by_key[structure].name
-    if structure in locked:
-        raise RefinementError(f"'{name}' is locked: unlock it to refine it")
+    name = _check_refinable(structure, locked, schema)
     shape = labels.array.shape
     for mask in (scribbles.foreground, scribbles.background):
         if mask.shape != shape:
@@ -230,10 +234,7 @@ def scribble_request(labels: PixelVolume, structure: str, scribbles: Scribbles, 
     if span_mm.max() > MAX_SCRIBBLE_SPAN_MM:
         raise RefinementError(f"The scribbles span {span_mm.max():.0f} mm (at most {MAX_SCRIBBLE_SPAN_MM:.0f} mm per "
                               "Update): update one region at a time")
-    reach = np.ceil(reach_mm / spacing).astype(int)
-    lo = np.maximum(painted.min(axis=0)[::-1] - reach, 0)
-    hi = np.minimum(painted.max(axis=0)[::-1] + reach + 1, np.array(shape[::-1]))
-    roi = (tuple(int(v) for v in lo), tuple(int(v) for v in hi))
+    roi = roi_around(painted.min(axis=0)[::-1], shape, spacing, reach_mm, upper_ijk=painted.max(axis=0)[::-1])
     params = {
         "structure": structure,
         "foreground": [list(p) for p in thinned_voxels(scribbles.foreground, labels.spacing)],

@@ -85,13 +85,8 @@ class SceneRefinement:
         key = (structure, positive)
         if key in self._points_nodes and self._points_nodes[key].GetScene() is not None:  # not deleted
             return self._points_nodes[key]
-        scene = self.volume_node.GetScene()
         name = f"KneeAI {self.schema.by_key[structure].name} {'+' if positive else '-'}"
-        earlier = scene.GetFirstNodeByName(name)
-        if earlier is not None:
-            scene.RemoveNode(earlier)  # and with it the earlier case's observer
-        node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
-        node.CreateDefaultDisplayNodes()
+        node = self._new_node("vtkMRMLMarkupsFiducialNode", name)  # the earlier case's observer goes with its node
         if node.GetDisplayNode() is not None:
             node.GetDisplayNode().SetSelectedColor((0.1, 0.8, 0.1) if positive else (0.9, 0.1, 0.1))
         mrml_adapter.observe_points_placed(node, lambda caller, index: self._placed(structure, positive, caller, index))
@@ -105,16 +100,22 @@ class SceneRefinement:
         node = self._scribbles_node
         if node is not None and node.GetScene() is not None:
             return node
-        scene = self.volume_node.GetScene()
-        earlier = scene.GetFirstNodeByName(SCRIBBLES_NODE_NAME)
-        if earlier is not None:
-            scene.RemoveNode(earlier)
-        node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", SCRIBBLES_NODE_NAME)
-        node.CreateDefaultDisplayNodes()
+        node = self._new_node("vtkMRMLSegmentationNode", SCRIBBLES_NODE_NAME)
         node.SetReferenceImageGeometryParameterFromVolumeNode(self.volume_node)
         for sid, (name, colour) in SCRIBBLE_SEGMENTS.items():
             node.GetSegmentation().AddEmptySegment(sid, name, colour)
         self._scribbles_node = node
+        return node
+
+    def _new_node(self, class_name: str, name: str):
+        """A new node of this case, with its display nodes; a node of that name left by an earlier case
+        is removed (what it holds belongs to that case)."""
+        scene = self.volume_node.GetScene()
+        earlier = scene.GetFirstNodeByName(name)
+        if earlier is not None:
+            scene.RemoveNode(earlier)
+        node = scene.AddNewNodeByClass(class_name, name)
+        node.CreateDefaultDisplayNodes()
         return node
 
     def _painted(self) -> Scribbles | None:
