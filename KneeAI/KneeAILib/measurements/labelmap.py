@@ -18,6 +18,8 @@ from KneeAILib.volume import last_line
 from .errors import GeometryError, MeasurementError, UnknownLabelError
 
 SCHEMA_CONVENTION = "schema"  # the label map already uses KneeAI schema values
+# The surfaces are smoothed in 3D (ITK's recursive Gaussian needs at least 4 voxels along each axis).
+MIN_VOXELS_PER_AXIS = 4
 
 
 @dataclass
@@ -41,6 +43,11 @@ class LabelMap:
             raise GeometryError(f"Knee label maps must be 3D; got a {image.GetDimension()}D image")
         if image.GetNumberOfComponentsPerPixel() != 1:
             raise GeometryError("Knee label maps must have one value per voxel (a scalar label image)")
+        if min(image.GetSize()) < MIN_VOXELS_PER_AXIS:
+            raise GeometryError(
+                f"Knee label maps must be 3D volumes; this one is {' x '.join(map(str, image.GetSize()))} voxels, "
+                f"fewer than {MIN_VOXELS_PER_AXIS} along an axis (a single slice or a thin slab): cartilage "
+                "thickness is measured in 3D, so give the whole segmented volume")
         spacing = np.array(image.GetSpacing(), dtype=float)
         if np.any(spacing <= 0):
             raise GeometryError(f"Voxel spacing must be positive; got {tuple(spacing)}")

@@ -6,7 +6,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .labelmap import LabelMap
-from .surface_nets import surface_nets
+from .surface_nets import surface_nets, wound_for_physical
 
 # Isotropic Gaussian (mm) before meshing: bones get 1 mm (a smooth, faithful model), which removes the
 # 0.7 mm slice staircase; cartilage, only a few voxels thick, gets less so that it keeps its shape.
@@ -30,4 +30,4 @@ def structure_mesh(labels: LabelMap, values: tuple[int, ...] | int, margin: int 
     sigma = CARTILAGE_SMOOTHING_MM if set(values) <= set(CARTILAGE_VALUES) else BONE_SMOOTHING_MM
     smooth = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(img, [sigma] * 3))
     verts, tris = surface_nets(smooth, 0.5)
-    return labels.physical_points(verts + lo - 1), tris
+    return labels.physical_points(verts + lo - 1), wound_for_physical(tris, labels.direction)

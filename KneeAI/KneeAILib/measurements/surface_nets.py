@@ -101,6 +101,14 @@ def surface_nets(field: np.ndarray, level: float = 0.5) -> tuple[np.ndarray, np.
     return vertices, tris
 
 
+def wound_for_physical(triangles: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """``surface_nets`` triangles re-wound for vertices mapped to mm with ``direction`` (the image's
+    3x3 direction matrix; positive spacing): the array index order (k, j, i) is the reverse of the
+    image's (i, j, k), a mirror, so the outward winding in index space is inward in patient space
+    unless the direction matrix itself is a mirror (negative determinant)."""
+    return triangles[:, ::-1].copy() if np.linalg.det(direction) > 0 else triangles
+
+
 def triangle_areas(vertices_mm: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     a, b, c = (vertices_mm[triangles[:, i]] for i in range(3))
     return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)

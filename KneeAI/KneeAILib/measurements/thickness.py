@@ -26,7 +26,7 @@ import SimpleITK as sitk
 from .errors import CartilageNotOnBoneError, NoCartilageError
 from .labelmap import LabelMap
 from .laplace import solve_laplace
-from .surface_nets import surface_nets, vertex_areas
+from .surface_nets import surface_nets, vertex_areas, wound_for_physical
 
 # Gaussian sigma (mm, isotropic) for the bone and solid indicators. Chosen on the phantoms and the
 # real maps (BENCHMARKS.md (Measurements)): per-axis sigmas of 0.6-1.5 voxels left 0.7 mm staircase
@@ -136,6 +136,7 @@ def plate_thickness(labels: LabelMap, cartilage_value: int, bone_value: int, *, 
     verts, tris = surface_nets(b, 0.5)
     verts = _project_to_level(b, verts, 0.5)
     verts_mm = _grid_to_mm(verts, grid_origin, labels.direction, h)
+    tris = wound_for_physical(tris, labels.direction)  # normals out of the bone, in patient space
     area = vertex_areas(verts_mm, tris)
     covered = _interp(s - b, verts) >= COVERED_THRESHOLD
     # Cartilage thinner than ~0.7 mm (see COVERED_THRESHOLD) is not "covered", but it is
