@@ -114,3 +114,20 @@ def test_a_single_slice_or_thin_slab_is_refused_with_a_clear_error(slices, tmp_p
     assert main(["measure", str(path), "--out", str(tmp_path / "out")]) == 2
     assert "3D" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_thickness_maps_put_medial_on_the_left_and_say_so():
+    """Every plate's map draws medial (knee frame x > 0) on the left, for either knee: the picture marks M
+    and L above the map, and the report says it (a comment said the opposite and nothing was marked)."""
+    from KneeAILib.measurements.thickness_map_image import HEADER_ROWS, map_picture, plate_map_coordinates
+
+    medial_and_lateral = np.array([[10.0, 5.0, -3.0], [-10.0, 5.0, -3.0]])
+    for plate in ("medial_tibial_cartilage", "lateral_tibial_cartilage", "patellar_cartilage",
+                  "femoral_cartilage"):
+        xy = plate_map_coordinates(plate, medial_and_lateral, np.array([0.0, 0.0, 20.0]))
+        assert xy[0, 0] < xy[1, 0], plate
+    picture = map_picture(np.full((30, 60), 2.0), 0.0, 4.0)
+    header = picture[:HEADER_ROWS].min(axis=2) == 0  # black glyph pixels
+    left, right = header[:, :12], header[:, 60 * 4 - 12:60 * 4]
+    assert left.any() and right.any()
+    assert left.sum() > right.sum()  # M has more ink than L: the M is the one on the left

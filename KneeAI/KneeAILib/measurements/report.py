@@ -39,6 +39,9 @@ def html_report(m: KneeMeasurement, pictures: dict[str, Path], comparison: Visit
         parts.append(f"<p><b>Note:</b> {html.escape(w)}</p>")
     parts.append(_table(m.rows, _TABLE))
     parts.append("<h2>Thickness maps</h2>")
+    parts.append("<p>Medial (M) on the left, lateral (L) on the right, for a left and a right knee alike. "
+                 "Tibial plates seen from above, anterior at the top; the patella seen from behind, superior at "
+                 "the top; the femur unrolled around its distal centre, trochlea at the top.</p>")
     for name in m.plates:
         if name in pictures:
             parts.append(_figure(pictures[name], f"{name.replace('_', ' ')}: thickness (mm)"))

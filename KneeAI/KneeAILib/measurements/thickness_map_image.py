@@ -3,8 +3,10 @@
 Each plate is flattened in the knee frame the way it is usually drawn: tibial plates seen from
 above (medial-lateral x anterior-posterior), the patella from behind (medial-lateral x
 superior-inferior), the femur unrolled around the distal femur's centre (medial-lateral x arc
-length from posterior over distal to the trochlea). Pixels are 0.5 mm; a colour bar with its mm
-scale is drawn under each map (digits from a built-in 3x5 font, so no imaging library is needed).
+length from posterior over distal to the trochlea). Medial is on the left and lateral on the right
+for a left and a right knee alike (marked M and L above the map). Pixels are 0.5 mm; a colour bar
+with its mm scale is drawn under each map (glyphs from a built-in 3x5 font, so no imaging library is
+needed).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 PIXEL_MM = 0.5
+HEADER_ROWS = 14
 # viridis at 6 stops (matplotlib's data), interpolated linearly
 _STOPS = np.array([[68, 1, 84], [65, 68, 135], [42, 120, 142], [34, 168, 132], [122, 209, 81], [253, 231, 37]],
                   dtype=float)
@@ -31,7 +34,7 @@ def plate_map_coordinates(structure: str, frame_coords: np.ndarray, femur_centre
     """(N, 2) map coordinates in mm (column = x to the right, row = y downward) for knee-frame points."""
     ml, ap, si = frame_coords[:, 0], frame_coords[:, 1], frame_coords[:, 2]
     if structure.endswith("tibial_cartilage"):
-        return np.stack([-ml, -ap], axis=1)  # lateral left, medial right; anterior at the top
+        return np.stack([-ml, -ap], axis=1)  # medial (ml > 0) left, lateral right; anterior at the top
     if structure == "patellar_cartilage":
         return np.stack([-ml, -si], axis=1)  # seen from behind, superior at the top
     rel = frame_coords - femur_centre_frame
@@ -61,13 +64,17 @@ def map_picture(image: np.ndarray, vmin: float, vmax: float, scale: int = 4, div
     rgb[np.isnan(image)] = 255
     rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
     width = max(rgb.shape[1], 160)
-    canvas = np.full((rgb.shape[0] + 34, width, 3), 255, dtype=np.uint8)
-    canvas[:rgb.shape[0], :rgb.shape[1]] = rgb
+    top = HEADER_ROWS  # the M (medial) and L (lateral) marks above the map
+    canvas = np.full((top + rgb.shape[0] + 34, width, 3), 255, dtype=np.uint8)
+    canvas[top:top + rgb.shape[0], :rgb.shape[1]] = rgb
+    _text(canvas, "M", 2, 2)
+    _text(canvas, "L", 2, rgb.shape[1] - 8)
+    bottom = top + rgb.shape[0]
     bar = colormap(np.linspace(vmin, vmax, width - 20), vmin, vmax, diverging)
-    canvas[rgb.shape[0] + 4:rgb.shape[0] + 14, 10:width - 10] = bar[None]
-    _text(canvas, f"{vmin:.1f}", rgb.shape[0] + 18, 10)
+    canvas[bottom + 4:bottom + 14, 10:width - 10] = bar[None]
+    _text(canvas, f"{vmin:.1f}", bottom + 18, 10)
     label = f"{vmax:.1f} MM"
-    _text(canvas, label, rgb.shape[0] + 18, width - 10 - 8 * len(label))
+    _text(canvas, label, bottom + 18, width - 10 - 8 * len(label))
     return canvas
 
 
@@ -76,7 +83,7 @@ _FONT = {
     "0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
     "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001001001001",
     "8": "111101111101111", "9": "111101111001111", ".": "000000000000010", "-": "000000111000000",
-    "+": "000010111010000", "M": "101111111101101", " ": "000000000000000",
+    "+": "000010111010000", "M": "101111111101101", "L": "100100100100111", " ": "000000000000000",
 }
 
 
