@@ -59,8 +59,16 @@ def segmented_case(logic):
 
 
 def paint(logic, block):
-    """A Segment Editor stroke: ``block`` of femur voxels added to the case's segmentation."""
+    """A Segment Editor stroke: ``block`` of femur voxels added to the case's segmentation, taken from any
+    other segment there as the editor's default (overwrite other segments) does: the untrained model's
+    proposal may hold anything at those voxels, and overlapping segments are refused at Submit."""
     node, volume = logic.parameters.segmentation, logic.parameters.inputVolume
+    segmentation = node.GetSegmentation()
+    for sid in (segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())):
+        other = mrml_adapter.segment_mask(node, sid, volume)
+        if sid != "femur" and other[block].any():
+            other[block] = False
+            mrml_adapter.set_segment_mask(node, sid, other, volume)
     mask = mrml_adapter.segment_mask(node, "femur", volume)
     mask[block] = True
     mrml_adapter.set_segment_mask(node, "femur", mask, volume)
