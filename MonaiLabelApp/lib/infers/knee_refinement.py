@@ -28,7 +28,7 @@ from lib.interactive.refine import Refiner, network_refiner, walker_refiner
 from lib.interactive.request import RequestError, checked_echo, parse_click_request, roi_labels
 from lib.interactive.scribbles import refine_with_scribbles
 from lib.model_store import ModelStore
-from lib.transforms.image_io import InputError, check_intensities, read_volume, same_geometry, write_atomically
+from lib.transforms.image_io import InputError, read_mri, read_volume, same_geometry, write_atomically
 from lib.transforms.working_grid import sub_grid
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,7 @@ class ImageCache:
             if key in self._images:
                 self._images.move_to_end(key)
                 return self._images[key]
-        # NaN or constant voxels: the walker or network would answer silently with nothing.
-        image = check_intensities(read_volume(path, echo=echo), "the image")
+        image = read_mri(path, echo=echo)  # NaN or constant voxels: the walker would answer silently
         entry = (image, sitk.GetArrayFromImage(image).astype(np.float32))
         with self._lock:
             self._images[key] = entry

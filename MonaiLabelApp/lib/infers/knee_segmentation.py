@@ -16,7 +16,7 @@ from lib.interactive.request import checked_echo
 from lib.model_store import ModelStore
 from lib.networks import KneeModelConfig, KneeNetworks
 from lib.segmenter import KneeSegmenter
-from lib.transforms.image_io import InputError, check_intensities, read_volume, write_atomically
+from lib.transforms.image_io import InputError, read_mri, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class KneeSegmentation(InferTask):
         if extension not in RESULT_SUFFIXES:
             raise HTTPException(400, f"result_extension must be one of {RESULT_SUFFIXES}, not {extension!r}")
         try:
-            image = check_intensities(read_volume(request["image"], echo=checked_echo(request)), "the image")
+            image = read_mri(request["image"], echo=checked_echo(request))
         except InputError as e:
             raise HTTPException(status_code=422, detail=str(e)) from e
         device = pick_device(request.get("device"))

@@ -17,7 +17,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
 from lib.infers.knee_segmentation import KneeSegmentation, pick_device, weights_on_disk
-from lib.transforms.image_io import InputError, check_intensities, read_volume
+from lib.transforms.image_io import InputError, read_mri
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,7 @@ class TTAUncertaintyScoring(ScoringMethod):
         scores = {}
         for image_id in image_ids:
             try:
-                image = check_intensities(read_volume(datastore.get_image_uri(image_id)), image_id)  # NaN: no score
-                probabilities = segmenter.coarse_tta_probabilities(image)
+                probabilities = segmenter.coarse_tta_probabilities(read_mri(datastore.get_image_uri(image_id)))
             except InputError as e:
                 logger.warning(f"Cannot score {image_id}: {e}")
                 continue

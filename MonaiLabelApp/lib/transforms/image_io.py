@@ -197,6 +197,12 @@ def check_volume(image: sitk.Image, name: str) -> sitk.Image:
     return image
 
 
+def read_mri(path: str | Path, echo: int | None = None) -> sitk.Image:
+    """``read_volume`` of an MRI to segment, refine or score: one whose intensities can be normalised
+    (``check_intensities``; a label map may be empty, an MRI may not be constant)."""
+    return check_intensities(read_volume(path, echo=echo), Path(path).name)
+
+
 def check_intensities(image: sitk.Image, name: str) -> sitk.Image:
     """Refuses an MRI whose voxels cannot be normalised: NaN or infinite voxels (every network output
     would be NaN: an all-background answer) or a constant image (no contrast, no anatomy)."""
